@@ -1,1 +1,44 @@
-//! placeholder
+//! Tidepool's service: configuration, client sessions, server pools, cancel routing
+//! and shutdown. The binary (`src/main.rs`) parses arguments, sets up logging and
+//! calls [`run`].
+//!
+//! Data flows one way: socket -> codec (`pgwire`) -> client session -> router ->
+//! pool -> server connection -> socket, and back.
+
+pub mod app;
+pub mod bufpool;
+pub mod cancel;
+pub mod client;
+pub mod config;
+pub mod error;
+pub mod framed;
+pub mod listener;
+pub mod router;
+pub mod secret;
+pub mod server;
+pub mod stream;
+pub mod tls;
+
+use std::sync::Arc;
+
+pub use app::App;
+pub use config::Config;
+
+/// Binds the listener and serves until `app.shutdown` fires; then waits for clients
+/// up to the shutdown timeout, forces the rest closed, and returns.
+pub async fn run(app: Arc<App>) -> std::io::Result<()> {
+    let config = app.config();
+    let listener = tokio::net::TcpListener::bind(config.server.listen).await?;
+    tracing::info!(listen = %config.server.listen, tenants = config.tenants.len(), "tidepool listening");
+    listener::accept_loop(app.clone(), listener).await;
+    tracing::info!("shutting down: no new clients; waiting for open transactions");
+    app.tasks.close();
+    let grace = app.config().server.shutdown_timeout;
+    if tokio::time::timeout(grace, app.tasks.wait()).await.is_err() {
+        tracing::warn!("shutdown timeout reached; closing remaining clients");
+        app.force.cancel();
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), app.tasks.wait()).await;
+    }
+    app.close_pools();
+    Ok(())
+}

@@ -16,6 +16,9 @@ pub struct MessageHead {
     pub body_len: usize,
     /// The first body byte, when the body is not empty.
     pub first_byte: Option<u8>,
+    /// Offset of the message's tag byte in the chunk being scanned; negative when
+    /// the message began in an earlier chunk.
+    pub start: isize,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -80,6 +83,7 @@ impl MessageScanner {
                                 tag,
                                 body_len,
                                 first_byte: None,
+                                start: pos as isize - 5,
                             })?;
                         } else {
                             self.state = State::FirstByte { tag, body_len };
@@ -91,6 +95,7 @@ impl MessageScanner {
                         tag: *tag,
                         body_len: *body_len,
                         first_byte: Some(chunk[pos]),
+                        start: pos as isize - 5,
                     };
                     self.state = if *body_len == 1 {
                         State::Head {
@@ -155,10 +160,14 @@ mod tests {
         assert_eq!(whole[1].first_byte, None);
         assert_eq!(whole[2].body_len, 6);
         assert_eq!(whole[3].first_byte, Some(b'T'));
+        assert_eq!(whole[2].start, 11);
         for a in 0..stream.len() {
             for b in a..stream.len() {
                 let (parts, at_end) = collect(&[&stream[..a], &stream[a..b], &stream[b..]]);
-                assert_eq!(parts, whole, "split at {a},{b}");
+                let strip = |v: &[MessageHead]| {
+                    v.iter().map(|h| (h.tag, h.body_len, h.first_byte)).collect::<Vec<_>>()
+                };
+                assert_eq!(strip(&parts), strip(&whole), "split at {a},{b}");
                 assert!(at_end);
             }
         }

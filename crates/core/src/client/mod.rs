@@ -1,0 +1,8 @@
+//! The client side: opening handshake, authentication, and the session that relays a
+//! client's traffic to the server connections it borrows.
+
+pub mod auth;
+pub mod handshake;
+pub mod relay;
+pub mod session;
+pub mod txn;

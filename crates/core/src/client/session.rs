@@ -1,0 +1,323 @@
+//! One client connection from accept to close: opening, authentication, the login
+//! answer (ParameterStatus set, BackendKeyData), then serving it in transaction or
+//! session mode until it leaves or the pooler shuts down.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use pgwire::{backend, TransactionStatus};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use super::auth::{authenticate, AuthFailure};
+use super::handshake::{open, Opening};
+use super::relay::{RelayEnd, RelayState, RelayUntil};
+use crate::app::App;
+use crate::cancel::{CancelTarget, ClientKey};
+use crate::config::{PoolMode, StoredPassword, User};
+use crate::error::ClientError;
+use crate::framed::send;
+use crate::router::route;
+use crate::server::connect::ConnectError;
+use crate::server::pool::{CheckoutError, Lease, Pool};
+use crate::server::reset::clean;
+use crate::stream::Stream;
+
+/// A logged-in client.
+struct Session {
+    app: Arc<App>,
+    stream: Stream,
+    pool: Arc<Pool>,
+    cancel_key: ClientKey,
+    cancel: Arc<CancelTarget>,
+    max_message: usize,
+    reset_query: String,
+    /// The server a session-mode client holds for its whole life.
+    pinned: Option<Lease>,
+}
+
+/// Serves one accepted client connection to its end.
+pub async fn serve(app: Arc<App>, tcp: TcpStream, peer: SocketAddr) {
+    let _ = tcp.set_nodelay(true);
+    let Some(session) = login(&app, tcp, peer).await else {
+        return;
+    };
+    let key = session.cancel_key;
+    session.run().await;
+    app.cancels.unregister(key);
+}
+
+async fn send_fatal(stream: &mut Stream, err: &ClientError) {
+    let mut out = BytesMut::with_capacity(128);
+    err.encode_fatal(&mut out);
+    let _ = send(stream, &mut out).await;
+}
+
+fn client_error_of(e: CheckoutError) -> ClientError {
+    match e {
+        CheckoutError::Timeout(waited) => ClientError::CheckoutTimeout {
+            waited_ms: waited.as_millis(),
+        },
+        CheckoutError::Connect(ConnectError::Refused { code, message }) => {
+            ClientError::ServerRefused { code, message }
+        }
+        CheckoutError::Connect(_) => ClientError::ServerUnavailable,
+        CheckoutError::Closed => ClientError::ShuttingDown,
+    }
+}
+
+async fn login(app: &Arc<App>, tcp: TcpStream, peer: SocketAddr) -> Option<Session> {
+    let config = app.config();
+    let deadline = Instant::now() + config.server.auth_timeout;
+    let mut buf = BytesMut::new();
+    let (mut stream, params) =
+        match tokio::time::timeout_at(deadline, open(app, tcp, &mut buf)).await {
+            Ok(Ok(Opening::Startup(stream, params))) => (stream, params),
+            Ok(Ok(Opening::Cancelled)) => return None,
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "client handshake failed");
+                return None;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "client handshake timed out");
+                return None;
+            }
+        };
+    let mut out = BytesMut::with_capacity(512);
+    let unsupported: Vec<&str> = params.protocol_options().collect();
+    if params.minor_version > 0 || !unsupported.is_empty() {
+        backend::negotiate_protocol_version(0, &unsupported, &mut out);
+    }
+
+    let route = match route(&config, &params) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::info!(%peer, error = %e, "client refused");
+            send_fatal(&mut stream, &e).await;
+            return None;
+        }
+    };
+    let user: Option<Arc<User>> = route.tenant.user(&route.user).cloned();
+    if !out.is_empty() && send(&mut stream, &mut out).await.is_err() {
+        return None;
+    }
+    let auth = authenticate(
+        &mut stream,
+        &mut buf,
+        &route.user,
+        user.as_deref(),
+        route.tenant.auth_method,
+        &app.dummy_secret,
+    );
+    let authenticated = match tokio::time::timeout_at(deadline, auth).await {
+        Ok(Ok(a)) => a,
+        Ok(Err(AuthFailure::Gone)) => return None,
+        Ok(Err(AuthFailure::Client(e))) => {
+            tracing::info!(%peer, tenant = %route.tenant.id, user = %route.user, error = %e, "client authentication failed");
+            send_fatal(&mut stream, &e).await;
+            return None;
+        }
+        Err(_) => {
+            send_fatal(&mut stream, &ClientError::AuthTimeout).await;
+            return None;
+        }
+    };
+    let Some(user) = user else {
+        // Unknown users never authenticate; this is unreachable in practice.
+        return None;
+    };
+    if app.shutdown.is_cancelled() {
+        send_fatal(&mut stream, &ClientError::ShuttingDown).await;
+        return None;
+    }
+    let pool = match app.pool(&route.tenant, &user) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot set up upstream TLS");
+            send_fatal(&mut stream, &ClientError::ServerUnavailable).await;
+            return None;
+        }
+    };
+    if let (StoredPassword::Scram(_), Some(key)) = (&user.password, authenticated.scram_client_key)
+    {
+        App::offer_passthrough_keys(&pool, &user, key);
+    }
+
+    // The client must see the real server's parameters before ReadyForQuery, even on
+    // a cold pool: open a server connection first if none was ever opened.
+    let mut lease = None;
+    if user.mode == PoolMode::Session || pool.server_params().is_none() {
+        match pool.checkout().await {
+            Ok(l) => lease = Some(l),
+            Err(e) => {
+                let e = client_error_of(e);
+                tracing::warn!(%peer, pool = %pool.name, error = %e, "no server connection for login");
+                send_fatal(&mut stream, &e).await;
+                return None;
+            }
+        }
+    }
+    let server_params = match &lease {
+        Some(l) => l.conn.params.clone(),
+        None => pool.server_params().unwrap_or_default(),
+    };
+    let (cancel_key, cancel) = app
+        .cancels
+        .register(format!("{}:{}", route.tenant.host, route.tenant.port));
+
+    backend::auth_ok(&mut out);
+    for (name, value) in server_params.iter() {
+        let value = match (name.as_str(), params.get("application_name")) {
+            ("application_name", Some(app_name)) => app_name,
+            _ => value.as_str(),
+        };
+        backend::parameter_status(name, value, &mut out);
+    }
+    backend::backend_key_data(cancel_key.process_id, cancel_key.secret, &mut out);
+    backend::ready_for_query(TransactionStatus::Idle, &mut out);
+    let mut session = Session {
+        app: app.clone(),
+        stream,
+        pool,
+        cancel_key,
+        cancel,
+        max_message: config.server.max_message_size,
+        reset_query: config.pool.reset_query.clone(),
+        pinned: None,
+    };
+    if send(&mut session.stream, &mut out).await.is_err() {
+        if let Some(l) = lease {
+            session.pool.release(l);
+        }
+        app.cancels.unregister(cancel_key);
+        return None;
+    }
+    tracing::debug!(%peer, pool = %session.pool.name, mode = user.mode.as_str(), "client logged in");
+    match (lease, user.mode) {
+        (Some(l), PoolMode::Session) => session.pinned = Some(l),
+        (Some(l), PoolMode::Transaction) => session.pool.release(l),
+        (None, _) => {}
+    }
+    Some(session)
+}
+
+impl Session {
+    async fn run(mut self) {
+        match self.pinned.take() {
+            Some(lease) => self.run_session(lease).await,
+            None => self.run_transactions().await,
+        }
+    }
+
+    /// Transaction mode: wait idle without a buffer or a server; on the first bytes
+    /// of a transaction, borrow a server, relay until the transaction ends, give the
+    /// server back.
+    async fn run_transactions(&mut self) {
+        loop {
+            tokio::select! {
+                biased;
+                _ = self.app.shutdown.cancelled() => {
+                    send_fatal(&mut self.stream, &ClientError::Terminated).await;
+                    return;
+                }
+                r = self.stream.readable() => if r.is_err() { return },
+            }
+            let mut relay = RelayState::new(self.max_message);
+            if let Some(end) = relay.read_client(&mut self.stream).await {
+                if let RelayEnd::ClientProtocol(e) = end {
+                    send_fatal(&mut self.stream, &ClientError::Protocol(e)).await;
+                }
+                return;
+            }
+            let mut lease = match self.pool.checkout().await {
+                Ok(l) => l,
+                Err(e) => {
+                    let e = client_error_of(e);
+                    tracing::warn!(pool = %self.pool.name, error = %e, "checkout failed");
+                    send_fatal(&mut self.stream, &e).await;
+                    return;
+                }
+            };
+            self.cancel.bind(lease.conn.backend);
+            let end = tokio::select! {
+                end = relay.run(&mut self.stream, &mut lease.conn.stream, RelayUntil::TransactionEnd) => end,
+                _ = self.app.force.cancelled() => RelayEnd::ClientIo(std::io::ErrorKind::TimedOut.into()),
+            };
+            self.cancel.unbind().await;
+            if let RelayEnd::Idle = end {
+                self.pool.release(lease);
+                continue;
+            }
+            self.finish(lease, &mut relay, end, None).await;
+            return;
+        }
+    }
+
+    /// Session mode: relay for the client's life; on shutdown, stop at the next idle
+    /// point.
+    async fn run_session(&mut self, mut lease: Lease) {
+        self.cancel.bind(lease.conn.backend);
+        let mut relay = RelayState::new(self.max_message);
+        let mut until = RelayUntil::ClientLeaves;
+        let end = loop {
+            let shutdown = self.app.shutdown.clone();
+            let end = tokio::select! {
+                end = relay.run(&mut self.stream, &mut lease.conn.stream, until) => end,
+                _ = shutdown.cancelled(), if until == RelayUntil::ClientLeaves => {
+                    until = RelayUntil::TransactionEnd;
+                    continue;
+                }
+                _ = self.app.force.cancelled() => RelayEnd::ClientIo(std::io::ErrorKind::TimedOut.into()),
+            };
+            break end;
+        };
+        self.cancel.unbind().await;
+        if let RelayEnd::Idle = end {
+            send_fatal(&mut self.stream, &ClientError::Terminated).await;
+        }
+        let reset = self.reset_query.clone();
+        self.finish(lease, &mut relay, end, Some(&reset)).await;
+    }
+
+    /// After the relay stopped for good: tell the client what it must know, and give
+    /// the server back clean or close it.
+    async fn finish(
+        &mut self,
+        mut lease: Lease,
+        relay: &mut RelayState,
+        end: RelayEnd,
+        reset: Option<&str>,
+    ) {
+        match end {
+            RelayEnd::ServerClosed | RelayEnd::ServerIo(_) | RelayEnd::ServerProtocol(_) => {
+                tracing::warn!(pool = %self.pool.name, server = lease.conn.id, ?end, "server connection lost");
+                let _ = relay.flush_to_client(&mut self.stream).await;
+                if !relay.server_error_seen {
+                    send_fatal(&mut self.stream, &ClientError::ServerLost).await;
+                }
+                self.pool.discard(lease);
+                return;
+            }
+            RelayEnd::ClientProtocol(e) => {
+                send_fatal(&mut self.stream, &ClientError::Protocol(e)).await;
+            }
+            RelayEnd::Idle
+            | RelayEnd::ClientTerminated
+            | RelayEnd::ClientClosed
+            | RelayEnd::ClientIo(_) => {}
+        }
+        if !relay.server_reusable() || !relay.tracker.is_settled() {
+            self.pool.discard(lease);
+            return;
+        }
+        let in_transaction = relay.tracker.status() != TransactionStatus::Idle;
+        if (in_transaction || reset.is_some())
+            && !clean(&mut lease.conn, in_transaction, reset).await
+        {
+            self.pool.discard(lease);
+            return;
+        }
+        self.pool.release(lease);
+    }
+}

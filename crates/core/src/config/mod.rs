@@ -1,0 +1,182 @@
+//! Validated configuration: the domain types every other module reads.
+//!
+//! Loading is two-staged (see `raw` and `validate`): serde reads the file into raw
+//! structs, then one validation pass checks every key, applies defaults (all of them
+//! live in `validate`) and derives what authentication needs (SCRAM secrets), so the
+//! running service never re-checks or re-derives.
+
+mod raw;
+mod single;
+mod validate;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use raw::RawConfig;
+pub use single::{single_upstream, SingleUpstream};
+pub use validate::ConfigError;
+
+use pgauth::ScramSecret;
+
+use crate::secret::Secret;
+
+/// The whole validated configuration. Swapped atomically on reload.
+#[derive(Debug)]
+pub struct Config {
+    pub server: ServerSettings,
+    pub pool: PoolSettings,
+    pub tenants: Vec<Arc<Tenant>>,
+}
+
+impl Config {
+    /// Reads and validates a TOML configuration file.
+    pub fn load(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        Self::from_toml(&text)
+    }
+
+    /// Parses and validates TOML text.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            reason: e.to_string(),
+        })?;
+        validate::validate(raw)
+    }
+
+    /// Validates an already built raw configuration.
+    pub fn from_raw(raw: RawConfig) -> Result<Self, ConfigError> {
+        validate::validate(raw)
+    }
+
+    pub fn tenant(&self, id: &str) -> Option<&Arc<Tenant>> {
+        self.tenants.iter().find(|t| t.id == id)
+    }
+}
+
+/// Settings of the client-facing side.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub listen: SocketAddr,
+    pub tls: Option<TlsFiles>,
+    pub auth_timeout: Duration,
+    pub shutdown_timeout: Duration,
+    pub max_message_size: usize,
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+/// Settings shared by every pool.
+#[derive(Debug, Clone)]
+pub struct PoolSettings {
+    pub min_idle: u32,
+    pub idle_timeout: Duration,
+    pub max_lifetime: Duration,
+    pub connect_timeout: Duration,
+    pub checkout_timeout: Duration,
+    /// Run on a server connection when a session-mode client lets it go.
+    pub reset_query: String,
+}
+
+/// One upstream database and the users that may reach it.
+#[derive(Debug)]
+pub struct Tenant {
+    pub id: String,
+    pub host: String,
+    pub port: u16,
+    pub database: String,
+    pub auth_method: AuthMethod,
+    pub upstream_tls: UpstreamTls,
+    pub users: Vec<Arc<User>>,
+}
+
+impl Tenant {
+    pub fn user(&self, name: &str) -> Option<&Arc<User>> {
+        self.users.iter().find(|u| u.name == name)
+    }
+}
+
+/// One database user of a tenant and its pool.
+#[derive(Debug)]
+pub struct User {
+    pub name: String,
+    pub password: StoredPassword,
+    pub pool_size: u32,
+    pub mode: PoolMode,
+    pub checkout_timeout: Duration,
+}
+
+/// How a password is kept, and what it allows.
+#[derive(Debug)]
+pub enum StoredPassword {
+    /// No password: only `trust` client authentication, and a server that trusts us.
+    None,
+    /// Plain text: every client method works and the pooler can log in to Postgres.
+    Plain {
+        password: Secret,
+        scram: ScramSecret,
+    },
+    /// A Postgres SCRAM verifier: clients use SCRAM; the pooler logs in to Postgres
+    /// with the ClientKey recovered from a client's proof (pass-through).
+    Scram(ScramSecret),
+    /// An `md5...` hash: clients use md5, and so does the pooler towards Postgres.
+    Md5(Secret),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolMode {
+    /// A server connection is held from a transaction's first message to its end.
+    Transaction,
+    /// A server connection is held for the client's whole session.
+    Session,
+}
+
+impl PoolMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Transaction => "transaction",
+            Self::Session => "session",
+        }
+    }
+}
+
+/// How clients prove who they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMethod {
+    ScramSha256,
+    Md5,
+    /// Cleartext password; refused on connections without TLS.
+    Password,
+    Trust,
+}
+
+/// How the pooler's connections to Postgres use TLS, as libpq's `sslmode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SslMode {
+    Disable,
+    Prefer,
+    Require,
+    VerifyFull,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamTls {
+    pub mode: SslMode,
+    /// CA bundle for `verify-full`; the system bundle when absent.
+    pub ca_file: Option<PathBuf>,
+}

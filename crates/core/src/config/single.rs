@@ -1,0 +1,139 @@
+//! Single-upstream mode: the command-line flags `--upstream URL --pool-size N
+//! --pool-mode M` turned into the same raw configuration a file would give.
+
+use super::raw::{RawConfig, RawServer, RawTenant, RawUser};
+use super::ConfigError;
+use crate::secret::Secret;
+
+/// The flags of single-upstream mode.
+#[derive(Debug, Clone)]
+pub struct SingleUpstream {
+    pub listen: String,
+    /// `postgres://USER:PASS@HOST:PORT/DB[?sslmode=...]`
+    pub upstream: String,
+    pub pool_size: u32,
+    pub pool_mode: String,
+    pub auth_method: Option<String>,
+    pub tls_cert: Option<String>,
+    pub tls_key: Option<String>,
+}
+
+/// Builds a one-tenant configuration from the flags. The tenant is named after the
+/// database, and clients log in with the upstream user and password.
+pub fn single_upstream(flags: &SingleUpstream) -> Result<RawConfig, ConfigError> {
+    let invalid = |reason: &str| ConfigError::Invalid {
+        key: "--upstream".into(),
+        reason: reason.into(),
+    };
+    let url = url::Url::parse(&flags.upstream).map_err(|e| invalid(&e.to_string()))?;
+    if !matches!(url.scheme(), "postgres" | "postgresql") {
+        return Err(invalid("scheme must be postgres:// or postgresql://"));
+    }
+    let user = decode_percent(url.username());
+    if user.is_empty() {
+        return Err(invalid("a user name is required"));
+    }
+    let password = url.password().map(|p| Secret::new(decode_percent(p)));
+    let host = url
+        .host_str()
+        .map(|h| h.trim_start_matches('[').trim_end_matches(']').to_owned())
+        .ok_or_else(|| invalid("a host is required"))?;
+    let database = match url.path().trim_start_matches('/') {
+        "" => user.clone(),
+        db => decode_percent(db),
+    };
+    let sslmode = url
+        .query_pairs()
+        .find(|(k, _)| k == "sslmode")
+        .map(|(_, v)| v.into_owned());
+    Ok(RawConfig {
+        server: RawServer {
+            listen: Some(flags.listen.clone()),
+            tls_cert: flags.tls_cert.clone(),
+            tls_key: flags.tls_key.clone(),
+            ..RawServer::default()
+        },
+        pool: Default::default(),
+        tenants: vec![RawTenant {
+            external_id: Some(database.clone()),
+            db_host: Some(host),
+            db_port: Some(url.port().unwrap_or(5432).into()),
+            db_database: Some(database),
+            default_pool_size: None,
+            auth_method: flags.auth_method.clone(),
+            upstream_sslmode: sslmode,
+            upstream_ssl: None,
+            upstream_verify: None,
+            upstream_tls_ca: None,
+            users: vec![RawUser {
+                db_user: Some(user),
+                db_password: password,
+                pool_size: Some(flags.pool_size),
+                mode_type: Some(flags.pool_mode.clone()),
+                pool_checkout_timeout: None,
+            }],
+        }],
+    })
+}
+
+/// Percent-decodes a URL component (user names and passwords may hold `@`, `:`, `/`).
+fn decode_percent(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (bytes[i], bytes.get(i + 1), bytes.get(i + 2)) {
+            (b'%', Some(&h), Some(&l)) if hex(h).is_some() && hex(l).is_some() => {
+                out.push((hex(h).unwrap_or(0) * 16 + hex(l).unwrap_or(0)) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flags(url: &str) -> SingleUpstream {
+        SingleUpstream {
+            listen: "127.0.0.1:6432".into(),
+            upstream: url.into(),
+            pool_size: 5,
+            pool_mode: "transaction".into(),
+            auth_method: None,
+            tls_cert: None,
+            tls_key: None,
+        }
+    }
+
+    #[test]
+    fn parses_url() {
+        let raw = single_upstream(&flags(
+            "postgres://app:p%40ss@db.local:6543/shop?sslmode=require",
+        ))
+        .unwrap();
+        let t = &raw.tenants[0];
+        assert_eq!(t.db_host.as_deref(), Some("db.local"));
+        assert_eq!(t.db_port, Some(6543));
+        assert_eq!(t.db_database.as_deref(), Some("shop"));
+        assert_eq!(t.external_id.as_deref(), Some("shop"));
+        assert_eq!(t.upstream_sslmode.as_deref(), Some("require"));
+        let u = &t.users[0];
+        assert_eq!(u.db_user.as_deref(), Some("app"));
+        assert_eq!(u.db_password.as_ref().unwrap().expose(), "p@ss");
+    }
+
+    #[test]
+    fn rejects_bad_urls() {
+        assert!(single_upstream(&flags("mysql://a:b@h/d")).is_err());
+        assert!(single_upstream(&flags("postgres://h/d")).is_err());
+        assert!(single_upstream(&flags("not a url")).is_err());
+    }
+}

@@ -1,0 +1,453 @@
+//! Validation of the raw configuration: every default lives here, every error names
+//! the key it is about and why.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pgauth::ScramSecret;
+
+use super::raw::{RawConfig, RawTenant, RawUser};
+use super::{
+    AuthMethod, Config, LogFormat, PoolMode, PoolSettings, ServerSettings, SslMode, StoredPassword,
+    Tenant, TlsFiles, UpstreamTls, User,
+};
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {reason}")]
+    Read { path: String, reason: String },
+    #[error("invalid configuration: {reason}")]
+    Parse { reason: String },
+    #[error("invalid configuration: {key}: {reason}")]
+    Invalid { key: String, reason: String },
+}
+
+const DEFAULT_LISTEN: &str = "127.0.0.1:6432";
+const DEFAULT_AUTH_TIMEOUT_MS: u64 = 10_000;
+const DEFAULT_SHUTDOWN_TIMEOUT_MS: u64 = 30_000;
+const DEFAULT_MAX_MESSAGE_SIZE: u64 = 1 << 30;
+const DEFAULT_POOL_SIZE: u32 = 20;
+const DEFAULT_MIN_IDLE: u32 = 0;
+const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 600;
+const DEFAULT_MAX_LIFETIME_SECS: u64 = 3600;
+const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 5_000;
+const DEFAULT_CHECKOUT_TIMEOUT_MS: u64 = 60_000;
+const DEFAULT_RESET_QUERY: &str = "DISCARD ALL";
+const MAX_POOL_SIZE: u32 = 10_000;
+/// Iterations for SCRAM secrets derived from plain-text passwords, as Postgres uses.
+const SCRAM_ITERATIONS: u32 = 4096;
+
+fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        reason: reason.into(),
+    }
+}
+
+fn ms_in(key: &str, value: Option<u64>, default: u64, max: u64) -> Result<Duration, ConfigError> {
+    let v = value.unwrap_or(default);
+    if v == 0 || v > max {
+        return Err(invalid(key, format!("must be between 1 and {max}")));
+    }
+    Ok(Duration::from_millis(v))
+}
+
+pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
+    let server = validate_server(&raw)?;
+    let pool = validate_pool(&raw)?;
+    if raw.tenants.is_empty() {
+        return Err(invalid("tenants", "at least one tenant is required"));
+    }
+    let mut tenants: Vec<Arc<Tenant>> = Vec::with_capacity(raw.tenants.len());
+    for (i, t) in raw.tenants.iter().enumerate() {
+        let tenant = validate_tenant(&format!("tenants[{i}]"), t, &pool)?;
+        if tenants.iter().any(|other| other.id == tenant.id) {
+            return Err(invalid(
+                format!("tenants[{i}].external_id"),
+                format!("duplicate tenant {:?}", tenant.id),
+            ));
+        }
+        tenants.push(Arc::new(tenant));
+    }
+    Ok(Config {
+        server,
+        pool,
+        tenants,
+    })
+}
+
+fn validate_server(raw: &RawConfig) -> Result<ServerSettings, ConfigError> {
+    let s = &raw.server;
+    let listen_text = s.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
+    let listen: SocketAddr = listen_text.parse().map_err(|_| {
+        invalid(
+            "server.listen",
+            format!("{listen_text:?} is not an IP:port address"),
+        )
+    })?;
+    let tls = match (&s.tls_cert, &s.tls_key) {
+        (None, None) => None,
+        (Some(cert), Some(key)) => Some(TlsFiles {
+            cert: PathBuf::from(cert),
+            key: PathBuf::from(key),
+        }),
+        (Some(_), None) => return Err(invalid("server.tls_key", "required with tls_cert")),
+        (None, Some(_)) => return Err(invalid("server.tls_cert", "required with tls_key")),
+    };
+    let max_message_size = s.max_message_size.unwrap_or(DEFAULT_MAX_MESSAGE_SIZE);
+    if !(1024..=DEFAULT_MAX_MESSAGE_SIZE).contains(&max_message_size) {
+        return Err(invalid(
+            "server.max_message_size",
+            format!("must be between 1024 and {DEFAULT_MAX_MESSAGE_SIZE}"),
+        ));
+    }
+    let log_format = match s.log_format.as_deref().unwrap_or("human") {
+        "human" => LogFormat::Human,
+        "json" => LogFormat::Json,
+        other => {
+            return Err(invalid(
+                "server.log_format",
+                format!("{other:?} is not one of \"human\", \"json\""),
+            ))
+        }
+    };
+    Ok(ServerSettings {
+        listen,
+        tls,
+        auth_timeout: ms_in(
+            "server.auth_timeout_ms",
+            s.auth_timeout_ms,
+            DEFAULT_AUTH_TIMEOUT_MS,
+            3_600_000,
+        )?,
+        shutdown_timeout: ms_in(
+            "server.shutdown_timeout_ms",
+            s.shutdown_timeout_ms,
+            DEFAULT_SHUTDOWN_TIMEOUT_MS,
+            86_400_000,
+        )?,
+        max_message_size: max_message_size as usize,
+        log_format,
+    })
+}
+
+fn validate_pool(raw: &RawConfig) -> Result<PoolSettings, ConfigError> {
+    let p = &raw.pool;
+    let min_idle = p.min_idle.unwrap_or(DEFAULT_MIN_IDLE);
+    if min_idle > MAX_POOL_SIZE {
+        return Err(invalid(
+            "pool.min_idle",
+            format!("must be at most {MAX_POOL_SIZE}"),
+        ));
+    }
+    let secs = |key: &str, v: Option<u64>, default: u64| {
+        ms_in(
+            key,
+            v.map(|s| s.saturating_mul(1000)),
+            default * 1000,
+            365 * 86_400_000,
+        )
+    };
+    let reset_query = p
+        .reset_query
+        .clone()
+        .unwrap_or_else(|| DEFAULT_RESET_QUERY.into());
+    if reset_query.contains('\0') {
+        return Err(invalid("pool.reset_query", "must not contain NUL"));
+    }
+    Ok(PoolSettings {
+        min_idle,
+        idle_timeout: secs(
+            "pool.idle_timeout_secs",
+            p.idle_timeout_secs,
+            DEFAULT_IDLE_TIMEOUT_SECS,
+        )?,
+        max_lifetime: secs(
+            "pool.max_lifetime_secs",
+            p.max_lifetime_secs,
+            DEFAULT_MAX_LIFETIME_SECS,
+        )?,
+        connect_timeout: ms_in(
+            "pool.connect_timeout_ms",
+            p.connect_timeout_ms,
+            DEFAULT_CONNECT_TIMEOUT_MS,
+            600_000,
+        )?,
+        checkout_timeout: ms_in(
+            "pool.checkout_timeout_ms",
+            p.checkout_timeout_ms,
+            DEFAULT_CHECKOUT_TIMEOUT_MS,
+            3_600_000,
+        )?,
+        reset_query,
+    })
+}
+
+fn required<'a>(key: &str, v: &'a Option<String>) -> Result<&'a str, ConfigError> {
+    match v.as_deref() {
+        Some(s) if !s.trim().is_empty() => Ok(s),
+        _ => Err(invalid(key, "is required")),
+    }
+}
+
+fn validate_tenant(key: &str, t: &RawTenant, pool: &PoolSettings) -> Result<Tenant, ConfigError> {
+    let id = required(&format!("{key}.external_id"), &t.external_id)?;
+    if !id
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'))
+    {
+        return Err(invalid(
+            format!("{key}.external_id"),
+            "may hold only ASCII letters, digits, '_' and '-'",
+        ));
+    }
+    let host = required(&format!("{key}.db_host"), &t.db_host)?;
+    let port = t.db_port.unwrap_or(5432);
+    let port = u16::try_from(port)
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| invalid(format!("{key}.db_port"), "must be between 1 and 65535"))?;
+    let database = required(&format!("{key}.db_database"), &t.db_database)?;
+    let auth_method = match t.auth_method.as_deref().unwrap_or("scram-sha-256") {
+        "scram-sha-256" => AuthMethod::ScramSha256,
+        "md5" => AuthMethod::Md5,
+        "password" => AuthMethod::Password,
+        "trust" => AuthMethod::Trust,
+        other => {
+            return Err(invalid(
+                format!("{key}.auth_method"),
+                format!("{other:?} is not one of scram-sha-256, md5, password, trust"),
+            ))
+        }
+    };
+    let upstream_tls = validate_upstream_tls(key, t)?;
+    let default_pool_size = t.default_pool_size.unwrap_or(DEFAULT_POOL_SIZE);
+    check_pool_size(&format!("{key}.default_pool_size"), default_pool_size)?;
+    if t.users.is_empty() {
+        return Err(invalid(
+            format!("{key}.users"),
+            "at least one user is required",
+        ));
+    }
+    let mut users: Vec<Arc<User>> = Vec::with_capacity(t.users.len());
+    for (i, u) in t.users.iter().enumerate() {
+        let ukey = format!("{key}.users[{i}]");
+        let user = validate_user(&ukey, u, auth_method, default_pool_size, pool)?;
+        if users.iter().any(|other| other.name == user.name) {
+            return Err(invalid(
+                format!("{ukey}.db_user"),
+                format!("duplicate user {:?}", user.name),
+            ));
+        }
+        users.push(Arc::new(user));
+    }
+    Ok(Tenant {
+        id: id.to_owned(),
+        host: host.to_owned(),
+        port,
+        database: database.to_owned(),
+        auth_method,
+        upstream_tls,
+        users,
+    })
+}
+
+fn validate_upstream_tls(key: &str, t: &RawTenant) -> Result<UpstreamTls, ConfigError> {
+    let from_supavisor = match (t.upstream_ssl, t.upstream_verify.as_deref()) {
+        (None, None) => None,
+        (Some(false), None | Some("none")) => Some(SslMode::Disable),
+        (Some(true), None | Some("none")) => Some(SslMode::Require),
+        (Some(true), Some("peer")) => Some(SslMode::VerifyFull),
+        (None | Some(false), Some(_)) => {
+            return Err(invalid(
+                format!("{key}.upstream_verify"),
+                "needs upstream_ssl = true",
+            ))
+        }
+        (Some(true), Some(other)) => {
+            return Err(invalid(
+                format!("{key}.upstream_verify"),
+                format!("{other:?} is not one of \"none\", \"peer\""),
+            ))
+        }
+    };
+    let mode = match (t.upstream_sslmode.as_deref(), from_supavisor) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                format!("{key}.upstream_sslmode"),
+                "give either upstream_sslmode or upstream_ssl/upstream_verify, not both",
+            ))
+        }
+        (None, Some(mode)) => mode,
+        (None, None) => SslMode::Prefer,
+        (Some("disable"), None) => SslMode::Disable,
+        (Some("prefer"), None) => SslMode::Prefer,
+        (Some("require"), None) => SslMode::Require,
+        (Some("verify-full"), None) => SslMode::VerifyFull,
+        (Some(other), None) => {
+            return Err(invalid(
+                format!("{key}.upstream_sslmode"),
+                format!("{other:?} is not one of disable, prefer, require, verify-full"),
+            ))
+        }
+    };
+    let ca_file = t.upstream_tls_ca.as_ref().map(PathBuf::from);
+    if let Some(ca) = &ca_file {
+        if !ca.is_file() {
+            return Err(invalid(
+                format!("{key}.upstream_tls_ca"),
+                format!("{} is not a readable file", ca.display()),
+            ));
+        }
+    }
+    Ok(UpstreamTls { mode, ca_file })
+}
+
+fn check_pool_size(key: &str, size: u32) -> Result<(), ConfigError> {
+    if size == 0 || size > MAX_POOL_SIZE {
+        return Err(invalid(
+            key,
+            format!("must be between 1 and {MAX_POOL_SIZE}"),
+        ));
+    }
+    Ok(())
+}
+
+fn validate_user(
+    key: &str,
+    u: &RawUser,
+    auth_method: AuthMethod,
+    default_pool_size: u32,
+    pool: &PoolSettings,
+) -> Result<User, ConfigError> {
+    let name = required(&format!("{key}.db_user"), &u.db_user)?;
+    let pool_size = u.pool_size.unwrap_or(default_pool_size);
+    check_pool_size(&format!("{key}.pool_size"), pool_size)?;
+    let mode = match u.mode_type.as_deref().unwrap_or("transaction") {
+        "transaction" => PoolMode::Transaction,
+        "session" => PoolMode::Session,
+        other => {
+            return Err(invalid(
+                format!("{key}.mode_type"),
+                format!("{other:?} is not one of \"transaction\", \"session\""),
+            ))
+        }
+    };
+    let checkout_timeout = match u.pool_checkout_timeout {
+        None => pool.checkout_timeout,
+        Some(ms) => ms_in(
+            &format!("{key}.pool_checkout_timeout"),
+            Some(ms),
+            0,
+            3_600_000,
+        )?,
+    };
+    let pkey = format!("{key}.db_password");
+    let password = match &u.db_password {
+        None => StoredPassword::None,
+        Some(p) if p.expose().is_empty() => return Err(invalid(pkey, "must not be empty")),
+        Some(p) if p.expose().starts_with("SCRAM-SHA-256$") => StoredPassword::Scram(
+            ScramSecret::parse(p.expose())
+                .map_err(|e| invalid(&pkey, format!("not a valid SCRAM verifier: {e}")))?,
+        ),
+        Some(p) if is_md5_hash(p.expose()) => StoredPassword::Md5(p.clone()),
+        Some(p) => {
+            let mut salt = [0u8; 16];
+            getrandom::fill(&mut salt)
+                .map_err(|e| invalid(&pkey, format!("no randomness: {e}")))?;
+            StoredPassword::Plain {
+                password: p.clone(),
+                scram: ScramSecret::from_password(p.expose(), &salt, SCRAM_ITERATIONS),
+            }
+        }
+    };
+    let usable = match (&password, auth_method) {
+        (_, AuthMethod::Trust) => true,
+        (StoredPassword::None, _) => false,
+        (StoredPassword::Plain { .. }, _) => true,
+        (StoredPassword::Scram(_), m) => m == AuthMethod::ScramSha256,
+        (StoredPassword::Md5(_), m) => m == AuthMethod::Md5,
+    };
+    if !usable {
+        return Err(invalid(
+            pkey,
+            format!(
+                "{} cannot authenticate clients with {auth_method:?}: give a plain-text password, \
+                 a SCRAM verifier with scram-sha-256, or an md5 hash with md5",
+                match password {
+                    StoredPassword::None => "a missing password",
+                    StoredPassword::Scram(_) => "a SCRAM verifier",
+                    StoredPassword::Md5(_) => "an md5 hash",
+                    StoredPassword::Plain { .. } => "this password",
+                }
+            ),
+        ));
+    }
+    Ok(User {
+        name: name.to_owned(),
+        password,
+        pool_size,
+        mode,
+        checkout_timeout,
+    })
+}
+
+fn is_md5_hash(s: &str) -> bool {
+    s.len() == 35 && s.starts_with("md5") && s[3..].bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Config;
+
+    const GOOD: &str = r#"
+        [server]
+        listen = "127.0.0.1:7000"
+        [[tenants]]
+        external_id = "t1"
+        db_host = "127.0.0.1"
+        db_database = "app"
+        [[tenants.users]]
+        db_user = "app"
+        db_password = "secret"
+        pool_size = 7
+        mode_type = "session"
+    "#;
+
+    fn err(text: &str) -> String {
+        Config::from_toml(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn good_config_and_defaults() {
+        let c = Config::from_toml(GOOD).unwrap();
+        assert_eq!(c.server.listen.port(), 7000);
+        let t = c.tenant("t1").unwrap();
+        assert_eq!(t.port, 5432);
+        let u = t.user("app").unwrap();
+        assert_eq!(u.pool_size, 7);
+        assert_eq!(u.mode, super::PoolMode::Session);
+        assert_eq!(c.pool.reset_query, "DISCARD ALL");
+        assert!(!format!("{c:?}").contains("secret"));
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        assert!(err(&GOOD.replace("pool_size = 7", "pool_size = 0"))
+            .contains("tenants[0].users[0].pool_size"));
+        assert!(err(&GOOD.replace("\"session\"", "\"statement\"")).contains("mode_type"));
+        assert!(err(&GOOD.replace("127.0.0.1:7000", "nowhere")).contains("server.listen"));
+        assert!(err(&GOOD.replace("db_host = \"127.0.0.1\"", "")).contains("tenants[0].db_host"));
+        assert!(err(&GOOD.replace("pool_size = 7", "pool_sise = 7")).contains("pool_sise"));
+        assert!(err(&GOOD.replace(
+            "db_password = \"secret\"",
+            "db_password = \"SCRAM-SHA-256$x\""
+        ))
+        .contains("db_password"));
+        assert!(err("").contains("tenants"));
+        assert!(err("[server\n").contains("invalid configuration"));
+    }
+}
