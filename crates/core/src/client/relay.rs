@@ -144,11 +144,19 @@ impl RelayState {
     }
 
     /// Reads from an idle client straight into the relay buffer (before a server is
-    /// bound), scanning what arrives. Returns `Some(end)` if the client is leaving.
+    /// bound), scanning what arrives. Returns `Some(end)` if the client is leaving with
+    /// nothing to forward; bytes before a Terminate are still forwarded by `run`.
     pub async fn read_client(&mut self, client: &mut Stream) -> Option<RelayEnd> {
         std::future::poll_fn(|cx| match self.to_server.poll_fill(client, cx) {
             Poll::Ready(Ok(0)) => Poll::Ready(Some(RelayEnd::ClientClosed)),
-            Poll::Ready(Ok(n)) => Poll::Ready(self.scan_client(n)),
+            Poll::Ready(Ok(n)) => {
+                let end = self.scan_client(n);
+                if end.is_some() && !self.has_client_bytes() {
+                    return Poll::Ready(end);
+                }
+                self.client_end = end;
+                Poll::Ready(None)
+            }
             Poll::Ready(Err(e)) => Poll::Ready(Some(RelayEnd::ClientIo(e))),
             Poll::Pending => Poll::Pending,
         })

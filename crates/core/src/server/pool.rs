@@ -223,6 +223,12 @@ impl Pool {
         for c in expired {
             self.close(c);
         }
+        if let super::connect::ServerCredential::PassThrough(keys) = &self.target.credential {
+            if keys.load().is_none() {
+                // No client has logged in yet, so there is nothing to log in with.
+                return;
+            }
+        }
         while self.lock_idle().len() < limits.min_idle as usize {
             let Ok(permit) = self.permits.clone().try_acquire_owned() else {
                 break;
