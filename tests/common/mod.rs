@@ -15,9 +15,11 @@
 // The harness is test-only code that reports failures by panicking.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod cluster;
 mod pooler;
 mod postgres;
 
+pub use cluster::bin_dir;
 pub use pooler::{listen_port_from_args, PoolMode, TidepoolProc};
 pub use pooler::{SIGHUP, SIGINT, SIGKILL, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
 pub use postgres::{connect, try_connect, PgServer, SUPERUSER, SUPERUSER_PASSWORD};
