@@ -165,7 +165,9 @@ mod tests {
             for b in a..stream.len() {
                 let (parts, at_end) = collect(&[&stream[..a], &stream[a..b], &stream[b..]]);
                 let strip = |v: &[MessageHead]| {
-                    v.iter().map(|h| (h.tag, h.body_len, h.first_byte)).collect::<Vec<_>>()
+                    v.iter()
+                        .map(|h| (h.tag, h.body_len, h.first_byte))
+                        .collect::<Vec<_>>()
                 };
                 assert_eq!(strip(&parts), strip(&whole), "split at {a},{b}");
                 assert!(at_end);
