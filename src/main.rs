@@ -25,24 +25,24 @@ struct Args {
     #[arg(long)]
     listen: Option<String>,
 
-    /// Single-upstream mode: server connections in the pool.
-    #[arg(long, default_value_t = 20)]
-    pool_size: u32,
+    /// Single-upstream mode: server connections in the pool [default: 20].
+    #[arg(long, conflicts_with = "config")]
+    pool_size: Option<u32>,
 
-    /// Single-upstream mode: transaction or session.
-    #[arg(long, default_value = "transaction")]
-    pool_mode: String,
+    /// Single-upstream mode: transaction or session [default: transaction].
+    #[arg(long, conflicts_with = "config")]
+    pool_mode: Option<String>,
 
     /// Single-upstream mode: client authentication (scram-sha-256, md5, password, trust).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "config")]
     auth_method: Option<String>,
 
     /// Single-upstream mode: TLS certificate (PEM) offered to clients.
-    #[arg(long, requires = "tls_key")]
+    #[arg(long, requires = "tls_key", conflicts_with = "config")]
     tls_cert: Option<String>,
 
     /// Single-upstream mode: TLS private key (PEM).
-    #[arg(long, requires = "tls_cert")]
+    #[arg(long, requires = "tls_cert", conflicts_with = "config")]
     tls_key: Option<String>,
 
     /// Log format: human or json (overrides the file's server.log_format).
@@ -68,8 +68,11 @@ fn load(args: &Args) -> anyhow::Result<Config> {
                 .clone()
                 .unwrap_or_else(|| "127.0.0.1:6432".into()),
             upstream: url.clone(),
-            pool_size: args.pool_size,
-            pool_mode: args.pool_mode.clone(),
+            pool_size: args.pool_size.unwrap_or(20),
+            pool_mode: args
+                .pool_mode
+                .clone()
+                .unwrap_or_else(|| "transaction".into()),
             auth_method: args.auth_method.clone(),
             tls_cert: args.tls_cert.clone(),
             tls_key: args.tls_key.clone(),

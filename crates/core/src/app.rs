@@ -113,7 +113,7 @@ impl App {
 
     /// Records the SCRAM keys recovered from a client's proof, for pass-through logins.
     pub fn offer_passthrough_keys(pool: &Pool, user: &User, client_key: [u8; 32]) {
-        if let (StoredPassword::Scram(secret), ServerCredential::PassThrough(keys)) =
+        if let (StoredPassword::Scram(secret), ServerCredential::PassThrough { keys, .. }) =
             (&user.password, &pool.target().credential)
         {
             keys.store(Some(Arc::new(ClientKeys {
@@ -177,7 +177,11 @@ fn credential_for(user: &User) -> ServerCredential {
             password: password.clone(),
             cached: Mutex::new(None),
         },
-        StoredPassword::Scram(_) => ServerCredential::PassThrough(ArcSwapOption::empty()),
+        StoredPassword::Scram(secret) => ServerCredential::PassThrough {
+            salt: secret.salt.clone(),
+            iterations: secret.iterations,
+            keys: ArcSwapOption::empty(),
+        },
         StoredPassword::Md5(hash) => ServerCredential::Md5Hash(hash.clone()),
     }
 }
@@ -190,6 +194,7 @@ fn target_for(tenant: &Tenant, user: &User) -> Result<ServerTarget, TlsError> {
         user: user.name.clone(),
         credential: credential_for(user),
         ssl_mode: tenant.upstream_tls.mode,
+        ca_file: tenant.upstream_tls.ca_file.clone(),
         tls: tls::connector(&tenant.upstream_tls)?,
     })
 }
@@ -199,7 +204,16 @@ fn password_of(c: &ServerCredential) -> Option<&Secret> {
         ServerCredential::Password { password, .. } | ServerCredential::Md5Hash(password) => {
             Some(password)
         }
-        ServerCredential::None | ServerCredential::PassThrough(_) => None,
+        ServerCredential::None | ServerCredential::PassThrough { .. } => None,
+    }
+}
+
+fn verifier_of(c: &ServerCredential) -> Option<(&[u8], u32)> {
+    match c {
+        ServerCredential::PassThrough {
+            salt, iterations, ..
+        } => Some((salt, *iterations)),
+        _ => None,
     }
 }
 
@@ -211,6 +225,8 @@ fn same_target(t: &ServerTarget, tenant: &Tenant, user: &User) -> bool {
         && t.ssl_mode == tenant.upstream_tls.mode
         && std::mem::discriminant(&t.credential) == std::mem::discriminant(&fresh)
         && password_of(&t.credential) == password_of(&fresh)
+        && verifier_of(&t.credential) == verifier_of(&fresh)
+        && t.ca_file == tenant.upstream_tls.ca_file
 }
 
 fn base64_of(bytes: &[u8]) -> String {

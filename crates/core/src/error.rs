@@ -36,6 +36,10 @@ pub enum ClientError {
     ShuttingDown,
     #[error("terminating connection due to administrator command")]
     Terminated,
+    #[error(
+        "terminating connection because its tenant or user was removed from the configuration"
+    )]
+    Removed,
 }
 
 impl ClientError {
@@ -52,7 +56,7 @@ impl ClientError {
             Self::ServerRefused { code, .. } => code,
             Self::ServerLost => "08006",
             Self::ShuttingDown => "57P03",
-            Self::Terminated => "57P01",
+            Self::Terminated | Self::Removed => "57P01",
         }
     }
 

@@ -29,6 +29,8 @@ struct Session {
     app: Arc<App>,
     stream: Stream,
     pool: Arc<Pool>,
+    tenant_id: String,
+    user_name: String,
     cancel_key: ClientKey,
     cancel: Arc<CancelTarget>,
     max_message: usize,
@@ -180,6 +182,8 @@ async fn login(app: &Arc<App>, tcp: TcpStream, peer: SocketAddr) -> Option<Sessi
         app: app.clone(),
         stream,
         pool,
+        tenant_id: route.tenant.id.clone(),
+        user_name: user.name.clone(),
         cancel_key,
         cancel,
         max_message: config.server.max_message_size,
@@ -203,6 +207,25 @@ async fn login(app: &Arc<App>, tcp: TcpStream, peer: SocketAddr) -> Option<Sessi
 }
 
 impl Session {
+    /// Borrows a server from this client's pool. A reload may have replaced the pool
+    /// (new upstream or credentials): then the client moves to the new one.
+    async fn checkout(&mut self) -> Result<Lease, ClientError> {
+        match self.pool.checkout().await {
+            Err(CheckoutError::Closed) if !self.app.shutdown.is_cancelled() => {}
+            other => return other.map_err(client_error_of),
+        }
+        let config = self.app.config();
+        let (tenant, user) = config
+            .tenant(&self.tenant_id)
+            .and_then(|t| t.user(&self.user_name).map(|u| (t.clone(), u.clone())))
+            .ok_or(ClientError::Removed)?;
+        self.pool = self
+            .app
+            .pool(&tenant, &user)
+            .map_err(|_| ClientError::ServerUnavailable)?;
+        self.pool.checkout().await.map_err(client_error_of)
+    }
+
     async fn run(mut self) {
         match self.pinned.take() {
             Some(lease) => self.run_session(lease).await,
@@ -230,10 +253,9 @@ impl Session {
                 }
                 return;
             }
-            let mut lease = match self.pool.checkout().await {
+            let mut lease = match self.checkout().await {
                 Ok(l) => l,
                 Err(e) => {
-                    let e = client_error_of(e);
                     tracing::warn!(pool = %self.pool.name, error = %e, "checkout failed");
                     send_fatal(&mut self.stream, &e).await;
                     return;

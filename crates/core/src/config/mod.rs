@@ -165,6 +165,18 @@ pub enum AuthMethod {
     Trust,
 }
 
+impl AuthMethod {
+    /// The name used in the configuration file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ScramSha256 => "scram-sha-256",
+            Self::Md5 => "md5",
+            Self::Password => "password",
+            Self::Trust => "trust",
+        }
+    }
+}
+
 /// How the pooler's connections to Postgres use TLS, as libpq's `sslmode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SslMode {

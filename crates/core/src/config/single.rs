@@ -55,7 +55,19 @@ pub fn single_upstream(flags: &SingleUpstream) -> Result<RawConfig, ConfigError>
         },
         pool: Default::default(),
         tenants: vec![RawTenant {
-            external_id: Some(database.clone()),
+            // Tenant ids are restricted to [A-Za-z0-9_-]; a database name may not be.
+            external_id: Some(
+                database
+                    .chars()
+                    .map(|c| {
+                        if c.is_ascii_alphanumeric() || c == '-' {
+                            c
+                        } else {
+                            '_'
+                        }
+                    })
+                    .collect(),
+            ),
             db_host: Some(host),
             db_port: Some(url.port().unwrap_or(5432).into()),
             db_database: Some(database),

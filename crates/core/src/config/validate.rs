@@ -90,10 +90,17 @@ fn validate_server(raw: &RawConfig) -> Result<ServerSettings, ConfigError> {
     })?;
     let tls = match (&s.tls_cert, &s.tls_key) {
         (None, None) => None,
-        (Some(cert), Some(key)) => Some(TlsFiles {
-            cert: PathBuf::from(cert),
-            key: PathBuf::from(key),
-        }),
+        (Some(cert), Some(key)) => {
+            for (k, path) in [("server.tls_cert", cert), ("server.tls_key", key)] {
+                if !std::fs::metadata(path).is_ok_and(|m| m.is_file()) {
+                    return Err(invalid(k, format!("{path} is not a readable file")));
+                }
+            }
+            Some(TlsFiles {
+                cert: PathBuf::from(cert),
+                key: PathBuf::from(key),
+            })
+        }
         (Some(_), None) => return Err(invalid("server.tls_key", "required with tls_cert")),
         (None, Some(_)) => return Err(invalid("server.tls_cert", "required with tls_key")),
     };
@@ -144,12 +151,14 @@ fn validate_pool(raw: &RawConfig) -> Result<PoolSettings, ConfigError> {
         ));
     }
     let secs = |key: &str, v: Option<u64>, default: u64| {
-        ms_in(
-            key,
-            v.map(|s| s.saturating_mul(1000)),
-            default * 1000,
-            365 * 86_400_000,
-        )
+        const MAX_SECS: u64 = 365 * 86_400;
+        match v.unwrap_or(default) {
+            s @ 1..=MAX_SECS => Ok(Duration::from_secs(s)),
+            _ => Err(invalid(
+                key,
+                format!("must be between 1 and {MAX_SECS} (seconds)"),
+            )),
+        }
     };
     let reset_query = p
         .reset_query
@@ -365,6 +374,8 @@ fn validate_user(
         }
     };
     let usable = match (&password, auth_method) {
+        // Pass-through needs a client's SCRAM proof, which trust never asks for.
+        (StoredPassword::Scram(_), AuthMethod::Trust) => false,
         (_, AuthMethod::Trust) => true,
         (StoredPassword::None, _) => false,
         (StoredPassword::Plain { .. }, _) => true,
@@ -375,14 +386,15 @@ fn validate_user(
         return Err(invalid(
             pkey,
             format!(
-                "{} cannot authenticate clients with {auth_method:?}: give a plain-text password, \
+                "{} cannot be used with auth_method {}: give a plain-text password, \
                  a SCRAM verifier with scram-sha-256, or an md5 hash with md5",
                 match password {
                     StoredPassword::None => "a missing password",
                     StoredPassword::Scram(_) => "a SCRAM verifier",
                     StoredPassword::Md5(_) => "an md5 hash",
                     StoredPassword::Plain { .. } => "this password",
-                }
+                },
+                auth_method.as_str()
             ),
         ));
     }

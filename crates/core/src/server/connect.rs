@@ -59,8 +59,13 @@ pub enum ServerCredential {
     /// An md5 hash (`md5...`) of the password: enough for md5 logins.
     Md5Hash(Secret),
     /// SCRAM keys recovered from a client's proof (pass-through); empty until a
-    /// client has logged in.
-    PassThrough(arc_swap::ArcSwapOption<ClientKeys>),
+    /// client has logged in. They only work if Postgres keeps the same verifier, so
+    /// its salt and iteration count are kept to check the server's.
+    PassThrough {
+        salt: Vec<u8>,
+        iterations: u32,
+        keys: arc_swap::ArcSwapOption<ClientKeys>,
+    },
 }
 
 #[derive(Debug)]
@@ -88,7 +93,20 @@ impl ServerCredential {
                 });
                 Some(keys)
             }
-            Self::PassThrough(keys) => keys.load_full().map(|k| (*k).clone()),
+            Self::PassThrough {
+                salt: ours,
+                iterations: our_iterations,
+                keys,
+            } => {
+                if ours != salt || *our_iterations != iterations {
+                    tracing::warn!(
+                        "the configured SCRAM verifier differs from the one Postgres has \
+                         (salt or iteration count); pass-through login is impossible"
+                    );
+                    return None;
+                }
+                keys.load_full().map(|k| (*k).clone())
+            }
             Self::None | Self::Md5Hash(_) => None,
         }
     }
@@ -102,6 +120,7 @@ pub struct ServerTarget {
     pub user: String,
     pub credential: ServerCredential,
     pub ssl_mode: SslMode,
+    pub ca_file: Option<std::path::PathBuf>,
     pub tls: Option<tokio_rustls::TlsConnector>,
 }
 

@@ -188,13 +188,21 @@ impl Pool {
         if limits.size > old.size {
             self.permits.add_permits((limits.size - old.size) as usize);
         } else if limits.size < old.size {
-            let shrink = old.size - limits.size;
-            let permits = self.permits.clone();
-            tokio::spawn(async move {
-                if let Ok(p) = permits.acquire_many_owned(shrink).await {
-                    p.forget();
-                }
-            });
+            // Take the surplus permits out of circulation one at a time, each waiting
+            // its turn like any checkout, so shrinking never stalls the queue.
+            let mut surplus = (old.size - limits.size) as usize;
+            surplus -= self.permits.forget_permits(surplus);
+            if surplus > 0 {
+                let permits = self.permits.clone();
+                tokio::spawn(async move {
+                    for _ in 0..surplus {
+                        match permits.acquire().await {
+                            Ok(p) => p.forget(),
+                            Err(_) => return,
+                        }
+                    }
+                });
+            }
         }
     }
 
@@ -223,7 +231,8 @@ impl Pool {
         for c in expired {
             self.close(c);
         }
-        if let super::connect::ServerCredential::PassThrough(keys) = &self.target.credential {
+        if let super::connect::ServerCredential::PassThrough { keys, .. } = &self.target.credential
+        {
             if keys.load().is_none() {
                 // No client has logged in yet, so there is nothing to log in with.
                 return;
