@@ -13,6 +13,7 @@ pub mod config;
 pub mod error;
 pub mod framed;
 pub mod listener;
+pub mod params;
 pub mod router;
 pub mod secret;
 pub mod server;

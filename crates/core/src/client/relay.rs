@@ -16,6 +16,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::txn::{ClientIntent, TxnTracker};
 use crate::bufpool::RelayBuf;
+use crate::params::ParamValues;
 use crate::stream::Stream;
 
 /// When the relay hands control back to the session.
@@ -119,6 +120,31 @@ pub struct RelayState {
     server_dirty: bool,
     /// The server sent an ErrorResponse during this relay.
     pub server_error_seen: bool,
+    /// Tracked parameters the server reported changed (the client set them).
+    pub param_changes: ParamValues,
+    /// A ParameterStatus body split across reads, being collected.
+    capture: Option<Capture>,
+}
+
+/// Longest ParameterStatus body collected; longer ones are forwarded but not tracked.
+const MAX_CAPTURE: usize = 8 * 1024;
+
+/// Part of a ParameterStatus body, and how many bytes are still to come.
+struct Capture {
+    body: Vec<u8>,
+    missing: usize,
+}
+
+fn record_param(body: &[u8], changes: &mut ParamValues) {
+    let frame = pgwire::Frame {
+        tag: pgwire::tag::PARAMETER_STATUS,
+        body,
+    };
+    if let Ok(pgwire::backend::BackendMessage::ParameterStatus { name, value }) =
+        pgwire::backend::BackendMessage::decode(frame)
+    {
+        changes.set(name, value);
+    }
 }
 
 impl RelayState {
@@ -130,6 +156,8 @@ impl RelayState {
             client_end: None,
             server_dirty: false,
             server_error_seen: false,
+            param_changes: ParamValues::default(),
+            capture: None,
         }
     }
 
@@ -246,14 +274,7 @@ impl RelayState {
                 match self.to_client.poll_fill(server, cx) {
                     Poll::Ready(Ok(0)) => return Poll::Ready(RelayEnd::ServerClosed),
                     Poll::Ready(Ok(n)) => {
-                        let tracker = &mut self.tracker;
-                        let error_seen = &mut self.server_error_seen;
-                        let chunk = &self.to_client.buf.as_slice()[..n];
-                        if let Err(e) = self.to_client.scanner.scan::<WireError>(chunk, |head| {
-                            *error_seen |= head.tag == pgwire::tag::ERROR_RESPONSE;
-                            tracker.on_server_message(&head);
-                            Ok(())
-                        }) {
+                        if let Err(e) = self.scan_server(n) {
                             return Poll::Ready(RelayEnd::ServerProtocol(e));
                         }
                         progress = true;
@@ -266,6 +287,44 @@ impl RelayState {
                 return Poll::Pending;
             }
         }
+    }
+
+    /// Scans `n` fresh server bytes: ReadyForQuery status, errors, and the
+    /// ParameterStatus messages the session must know about.
+    fn scan_server(&mut self, n: usize) -> Result<(), WireError> {
+        let Leg { buf, scanner, .. } = &mut self.to_client;
+        let chunk = &buf.as_slice()[..n];
+        let changes = &mut self.param_changes;
+        if let Some(capture) = &mut self.capture {
+            let take = capture.missing.min(n);
+            capture.body.extend_from_slice(&chunk[..take]);
+            capture.missing -= take;
+            if capture.missing == 0 {
+                record_param(&capture.body, changes);
+                self.capture = None;
+            }
+        }
+        let tracker = &mut self.tracker;
+        let error_seen = &mut self.server_error_seen;
+        let capture = &mut self.capture;
+        scanner.scan::<WireError>(chunk, |head| {
+            *error_seen |= head.tag == pgwire::tag::ERROR_RESPONSE;
+            tracker.on_server_message(&head);
+            if head.tag == pgwire::tag::PARAMETER_STATUS && head.body_len <= MAX_CAPTURE {
+                // The head is reported once its first body byte is in this chunk.
+                let body_start = (head.start + 5).max(0) as usize;
+                let body_end = body_start + head.body_len;
+                if body_end <= n {
+                    record_param(&chunk[body_start..body_end], changes);
+                } else {
+                    *capture = Some(Capture {
+                        body: chunk[body_start..].to_vec(),
+                        missing: body_end - n,
+                    });
+                }
+            }
+            Ok(())
+        })
     }
 
     /// Writes what the server sent and the client has not received yet (used when the

@@ -18,10 +18,11 @@ use crate::cancel::{CancelTarget, ClientKey};
 use crate::config::{PoolMode, StoredPassword, User};
 use crate::error::ClientError;
 use crate::framed::send;
+use crate::params::ParamValues;
 use crate::router::route;
 use crate::server::connect::ConnectError;
 use crate::server::pool::{CheckoutError, Lease, Pool};
-use crate::server::reset::clean;
+use crate::server::reset::{clean, run_discarding, QueryOutcome};
 use crate::stream::Stream;
 
 /// A logged-in client.
@@ -37,6 +38,25 @@ struct Session {
     reset_query: String,
     /// The server a session-mode client holds for its whole life.
     pinned: Option<Lease>,
+    /// Session parameters this client has set (at startup or with SET).
+    wanted: ParamValues,
+}
+
+/// Brings a server's tracked parameters to what the client wants, and takes the
+/// server's canonical spelling of them. A value the server refuses is the client's
+/// error, as it would be on a direct connection.
+async fn sync_params(wanted: &mut ParamValues, lease: &mut Lease) -> Result<(), ClientError> {
+    let Some(sql) = wanted.sync_sql(&lease.conn.current) else {
+        return Ok(());
+    };
+    match run_discarding(&mut lease.conn, &sql).await {
+        QueryOutcome::Ready(TransactionStatus::Idle) => {
+            wanted.apply(&lease.conn.current);
+            Ok(())
+        }
+        QueryOutcome::Failed { code, message } => Err(ClientError::ServerRefused { code, message }),
+        QueryOutcome::Ready(_) | QueryOutcome::Broken => Err(ClientError::ServerLost),
+    }
 }
 
 /// Serves one accepted client connection to its end.
@@ -147,9 +167,21 @@ async fn login(app: &Arc<App>, tcp: TcpStream, peer: SocketAddr) -> Option<Sessi
     }
 
     // The client must see the real server's parameters before ReadyForQuery, even on
-    // a cold pool: open a server connection first if none was ever opened.
+    // a cold pool: open a server connection first if none was ever opened. Startup
+    // settings other than application_name also need a server, which alone knows the
+    // canonical form of a value ("ISO" becomes "ISO, MDY").
+    let startup = || params.params.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+    let needs_server = match pool.server_params() {
+        None => true,
+        Some(known) => {
+            let defaults = ParamValues::from_reported(&known);
+            let mut wanted = defaults.clone();
+            wanted.overlay_startup(startup());
+            !wanted.same_except_application_name(&defaults)
+        }
+    };
     let mut lease = None;
-    if user.mode == PoolMode::Session || pool.server_params().is_none() {
+    if user.mode == PoolMode::Session || needs_server {
         match pool.checkout().await {
             Ok(l) => lease = Some(l),
             Err(e) => {
@@ -164,16 +196,24 @@ async fn login(app: &Arc<App>, tcp: TcpStream, peer: SocketAddr) -> Option<Sessi
         Some(l) => l.conn.params.clone(),
         None => pool.server_params().unwrap_or_default(),
     };
+    let mut wanted = ParamValues::from_reported(&server_params);
+    wanted.overlay_startup(startup());
+    if let Some(l) = lease.as_mut() {
+        if let Err(e) = sync_params(&mut wanted, l).await {
+            send_fatal(&mut stream, &e).await;
+            if let Some(l) = lease {
+                pool.release(l);
+            }
+            return None;
+        }
+    }
     let (cancel_key, cancel) = app
         .cancels
         .register(format!("{}:{}", route.tenant.host, route.tenant.port));
 
     backend::auth_ok(&mut out);
     for (name, value) in server_params.iter() {
-        let value = match (name.as_str(), params.get("application_name")) {
-            ("application_name", Some(app_name)) => app_name,
-            _ => value.as_str(),
-        };
+        let value = wanted.get(name).unwrap_or(value);
         backend::parameter_status(name, value, &mut out);
     }
     backend::backend_key_data(cancel_key.process_id, cancel_key.secret, &mut out);
@@ -189,6 +229,7 @@ async fn login(app: &Arc<App>, tcp: TcpStream, peer: SocketAddr) -> Option<Sessi
         max_message: config.server.max_message_size,
         reset_query: config.pool.reset_query.clone(),
         pinned: None,
+        wanted,
     };
     if send(&mut session.stream, &mut out).await.is_err() {
         if let Some(l) = lease {
@@ -261,12 +302,20 @@ impl Session {
                     return;
                 }
             };
+            if let Err(e) = sync_params(&mut self.wanted, &mut lease).await {
+                tracing::warn!(pool = %self.pool.name, error = %e, "cannot apply the client's settings");
+                self.pool.discard(lease);
+                send_fatal(&mut self.stream, &e).await;
+                return;
+            }
             self.cancel.bind(lease.conn.backend);
             let end = tokio::select! {
                 end = relay.run(&mut self.stream, &mut lease.conn.stream, RelayUntil::TransactionEnd) => end,
                 _ = self.app.force.cancelled() => RelayEnd::ClientIo(std::io::ErrorKind::TimedOut.into()),
             };
             self.cancel.unbind().await;
+            self.wanted.apply(&relay.param_changes);
+            lease.conn.current.apply(&relay.param_changes);
             if let RelayEnd::Idle = end {
                 self.pool.release(lease);
                 continue;
@@ -295,6 +344,7 @@ impl Session {
             break end;
         };
         self.cancel.unbind().await;
+        lease.conn.current.apply(&relay.param_changes);
         if let RelayEnd::Idle = end {
             send_fatal(&mut self.stream, &ClientError::Terminated).await;
         }

@@ -7,6 +7,7 @@ use std::time::Instant;
 use pgwire::TransactionStatus;
 use tokio::io::{AsyncRead, ReadBuf};
 
+use crate::params::ParamValues;
 use crate::stream::Stream;
 
 /// The key Postgres gave this backend, used to forward cancel requests to it.
@@ -35,6 +36,8 @@ pub struct ServerConn {
     pub backend: BackendKey,
     /// ParameterStatus values the server sent at login.
     pub params: Arc<Vec<(String, String)>>,
+    /// Tracked session parameters as the server has them now.
+    pub current: ParamValues,
     /// Transaction status at the last ReadyForQuery.
     pub status: TransactionStatus,
     pub created: Instant,

@@ -199,6 +199,7 @@ async fn connect_inner(target: &ServerTarget, id: u64) -> Result<ServerConn, Con
     Ok(ServerConn {
         stream,
         backend,
+        current: crate::params::ParamValues::from_reported(&params),
         params: Arc::new(params),
         status: TransactionStatus::Idle,
         created: now,

@@ -15,56 +15,67 @@ const CLEANUP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest message read back from a cleanup query (its results are discarded).
 const MAX_CLEANUP_MESSAGE: usize = 1 << 20;
 
-/// Runs `sql` and waits for ReadyForQuery, discarding the results. Returns the final
-/// transaction status, or `None` if the connection failed, timed out or errored.
-pub async fn run_discarding(conn: &mut ServerConn, sql: &str) -> Option<TransactionStatus> {
+/// How a pooler-issued query ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueryOutcome {
+    /// ReadyForQuery with this status, and no error.
+    Ready(TransactionStatus),
+    /// The server answered with an error (then ReadyForQuery).
+    Failed { code: String, message: String },
+    /// The connection broke, timed out or sent something unexpected.
+    Broken,
+}
+
+/// Runs `sql` and waits for ReadyForQuery, discarding rows. ParameterStatus changes
+/// are recorded in the connection's tracked parameters.
+pub async fn run_discarding(conn: &mut ServerConn, sql: &str) -> QueryOutcome {
     let work = async {
         let mut out = BytesMut::with_capacity(sql.len() + 6);
         frontend::query(sql, &mut out);
         send(&mut conn.stream, &mut out).await.ok()?;
         let mut buf = BytesMut::with_capacity(1024);
-        let mut failed = false;
+        let mut failure = None;
         loop {
             let (tag, body) = read_message(&mut conn.stream, &mut buf, MAX_CLEANUP_MESSAGE)
                 .await
                 .ok()?;
             match BackendMessage::decode(Frame { tag, body: &body }).ok()? {
                 BackendMessage::ReadyForQuery(status) => {
-                    return (!failed && buf.is_empty()).then_some(status);
+                    if !buf.is_empty() {
+                        return None;
+                    }
+                    conn.status = status;
+                    return Some(match failure {
+                        Some((code, message)) => QueryOutcome::Failed { code, message },
+                        None => QueryOutcome::Ready(status),
+                    });
+                }
+                BackendMessage::ParameterStatus { name, value } => {
+                    conn.current.set(name, value);
                 }
                 BackendMessage::ErrorResponse(e) => {
-                    tracing::warn!(
-                        server = conn.id,
-                        code = e.code(),
-                        message = e.message(),
-                        "cleanup query failed"
-                    );
-                    failed = true;
+                    failure = Some((e.code().to_owned(), e.message().to_owned()));
                 }
                 _ => {}
             }
         }
     };
-    let status = tokio::time::timeout(CLEANUP_TIMEOUT, work)
+    tokio::time::timeout(CLEANUP_TIMEOUT, work)
         .await
         .ok()
-        .flatten();
-    if let Some(s) = status {
-        conn.status = s;
-    }
-    status
+        .flatten()
+        .unwrap_or(QueryOutcome::Broken)
 }
 
 /// Rolls back whatever transaction is open and runs `reset_query` if given. True when
 /// the connection ends idle and clean.
 pub async fn clean(conn: &mut ServerConn, in_transaction: bool, reset_query: Option<&str>) -> bool {
-    if in_transaction && run_discarding(conn, "ROLLBACK").await != Some(TransactionStatus::Idle) {
+    let idle = QueryOutcome::Ready(TransactionStatus::Idle);
+    if in_transaction && run_discarding(conn, "ROLLBACK").await != idle {
         return false;
     }
     match reset_query {
-        Some(q) if !q.trim().is_empty() => {
-            run_discarding(conn, q).await == Some(TransactionStatus::Idle)
-        }
+        Some(q) if !q.trim().is_empty() => run_discarding(conn, q).await == idle,
         _ => true,
     }
 }

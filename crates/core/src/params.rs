@@ -1,0 +1,191 @@
+//! Session parameters a client sets at startup or with SET, which Postgres reports
+//! with ParameterStatus: the pooler tracks what each client wants and what each
+//! server connection has, and brings a server in line (with SET) when it lends it to
+//! a client that wants different values. Pure.
+//!
+//! Only reported parameters can be tracked reliably: a change made by any means
+//! (SET, RESET, SET LOCAL and its end, DISCARD ALL, a function's SET clause) reaches
+//! the pooler as ParameterStatus.
+
+/// The parameters tracked per client and per server, in a fixed order.
+pub const TRACKED: [&str; 6] = [
+    "application_name",
+    "client_encoding",
+    "DateStyle",
+    "IntervalStyle",
+    "TimeZone",
+    "standard_conforming_strings",
+];
+
+/// Index of `application_name`, which Postgres reports as given (no canonical form).
+const APPLICATION_NAME: usize = 0;
+/// Postgres truncates application_name to NAMEDATALEN - 1 bytes.
+const MAX_APPLICATION_NAME: usize = 63;
+
+/// Values of the tracked parameters; `None` where unknown.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ParamValues([Option<Box<str>>; TRACKED.len()]);
+
+/// Position of a tracked parameter (names are case-insensitive, as in SET).
+pub fn tracked_index(name: &str) -> Option<usize> {
+    TRACKED.iter().position(|t| t.eq_ignore_ascii_case(name))
+}
+
+impl ParamValues {
+    /// The values among a ParameterStatus list.
+    pub fn from_reported(params: &[(String, String)]) -> Self {
+        let mut v = Self::default();
+        for (name, value) in params {
+            v.set(name, value);
+        }
+        v
+    }
+
+    /// Records a value; returns false if the parameter is not tracked.
+    pub fn set(&mut self, name: &str, value: &str) -> bool {
+        match tracked_index(name) {
+            Some(i) => {
+                self.0[i] = Some(value.into());
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Takes every known value of `changes`.
+    pub fn apply(&mut self, changes: &Self) {
+        for (mine, theirs) in self.0.iter_mut().zip(&changes.0) {
+            if theirs.is_some() {
+                mine.clone_from(theirs);
+            }
+        }
+    }
+
+    /// True when no value is known.
+    pub fn is_empty(&self) -> bool {
+        self.0.iter().all(Option::is_none)
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        tracked_index(name).and_then(|i| self.0[i].as_deref())
+    }
+
+    /// Overlays the tracked parameters a client gave in its StartupMessage.
+    pub fn overlay_startup<'a>(&mut self, startup: impl Iterator<Item = (&'a str, &'a str)>) {
+        for (name, value) in startup {
+            if let Some(i) = tracked_index(name) {
+                let value = if i == APPLICATION_NAME {
+                    truncate(value, MAX_APPLICATION_NAME)
+                } else {
+                    value
+                };
+                self.0[i] = Some(value.into());
+            }
+        }
+    }
+
+    /// True if, apart from application_name, every value is known to equal `other`'s.
+    /// When false, only the server can say what the canonical form of a value is.
+    pub fn same_except_application_name(&self, other: &Self) -> bool {
+        self.0
+            .iter()
+            .zip(&other.0)
+            .enumerate()
+            .all(|(i, (a, b))| i == APPLICATION_NAME || a.is_none() || a == b)
+    }
+
+    /// SQL that makes a server holding `current` hold `self`, or `None` if nothing
+    /// differs. Values unknown on our side are left as the server has them.
+    pub fn sync_sql(&self, current: &Self) -> Option<String> {
+        let mut sql = String::new();
+        for (i, (want, have)) in self.0.iter().zip(&current.0).enumerate() {
+            if let Some(want) = want {
+                if have.as_deref() != Some(want) {
+                    sql.push_str("SET ");
+                    sql.push_str(TRACKED[i]);
+                    sql.push_str(" TO ");
+                    push_literal(&mut sql, want);
+                    sql.push(';');
+                }
+            }
+        }
+        (!sql.is_empty()).then_some(sql)
+    }
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// A string literal that means the same whatever `standard_conforming_strings` is.
+fn push_literal(sql: &mut String, value: &str) {
+    if value.contains('\\') {
+        sql.push('E');
+    }
+    sql.push('\'');
+    for c in value.chars() {
+        match c {
+            '\'' => sql.push_str("''"),
+            '\\' => sql.push_str("\\\\"),
+            c => sql.push(c),
+        }
+    }
+    sql.push('\'');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reported(kv: &[(&str, &str)]) -> ParamValues {
+        let v: Vec<(String, String)> = kv
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        ParamValues::from_reported(&v)
+    }
+
+    #[test]
+    fn sync_only_what_differs() {
+        let server = reported(&[
+            ("TimeZone", "UTC"),
+            ("DateStyle", "ISO, MDY"),
+            ("server_version", "15"),
+        ]);
+        let mut client = server.clone();
+        assert_eq!(client.sync_sql(&server), None);
+        client.overlay_startup([("timezone", "Europe/Paris"), ("user", "x")].into_iter());
+        assert_eq!(
+            client.sync_sql(&server).as_deref(),
+            Some("SET TimeZone TO 'Europe/Paris';")
+        );
+        assert!(!client.same_except_application_name(&server));
+    }
+
+    #[test]
+    fn quoting_is_safe() {
+        let mut client = ParamValues::default();
+        client.set("application_name", "it's a \\ test");
+        assert_eq!(
+            client.sync_sql(&ParamValues::default()).as_deref(),
+            Some("SET application_name TO E'it''s a \\\\ test';")
+        );
+    }
+
+    #[test]
+    fn application_name_is_truncated_like_postgres() {
+        let mut client = ParamValues::default();
+        let long = "é".repeat(40);
+        client.overlay_startup([("application_name", long.as_str())].into_iter());
+        let got = client.get("application_name").unwrap();
+        assert!(got.len() <= 63 && long.starts_with(got));
+        assert!(client.same_except_application_name(&ParamValues::default()));
+    }
+}
