@@ -18,11 +18,13 @@
 mod cluster;
 mod pooler;
 mod postgres;
+pub mod wire;
 
 pub use cluster::bin_dir;
 pub use pooler::{listen_port_from_args, PoolMode, TidepoolProc};
 pub use pooler::{SIGHUP, SIGINT, SIGKILL, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
 pub use postgres::{connect, try_connect, PgServer, SUPERUSER, SUPERUSER_PASSWORD};
+pub use wire::{BackendMessage, Next, WireClient};
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
