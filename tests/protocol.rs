@@ -906,8 +906,6 @@ async fn gssenc_request_is_declined_then_login_works() {
 /// Postgres accepts one request of each kind (postmaster.c,
 /// ProcessStartupPacket).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: a second encryption request (GSSENCRequest then SSLRequest, or the reverse) \
-            closes the connection; client/handshake.rs treats any second request as an error"]
 async fn gssenc_then_ssl_request_are_both_declined_then_login_works() {
     let (_pg, proc) = start(1).await;
     for order in [

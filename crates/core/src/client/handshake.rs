@@ -9,6 +9,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::app::App;
+use crate::error::ClientError;
 use crate::framed::{read_startup, ReadError};
 use crate::stream::Stream;
 
@@ -50,21 +51,35 @@ pub async fn open(
     buf: &mut BytesMut,
 ) -> Result<Opening, HandshakeError> {
     let mut stream = Stream::Plain(tcp);
-    let mut encryption_asked = false;
+    // A client may ask for each kind of encryption once, in either order (libpq
+    // tries GSSAPI first when it has Kerberos credentials), and never after TLS.
+    let mut ssl_asked = false;
+    let mut gss_asked = false;
     loop {
-        match read_startup(&mut stream, buf).await? {
-            StartupPacket::SslRequest | StartupPacket::GssEncRequest if encryption_asked => {
-                return Err(WireError::Malformed {
-                    what: "second encryption request",
-                }
-                .into())
+        let packet = match read_startup(&mut stream, buf).await {
+            Ok(p) => p,
+            Err(ReadError::Wire(e)) => return Err(refuse(&mut stream, e).await),
+            Err(e) => return Err(e.into()),
+        };
+        match packet {
+            StartupPacket::SslRequest if ssl_asked || stream.is_tls() => {
+                let e = WireError::Malformed {
+                    what: "second SSLRequest",
+                };
+                return Err(refuse(&mut stream, e).await);
+            }
+            StartupPacket::GssEncRequest if gss_asked || stream.is_tls() => {
+                let e = WireError::Malformed {
+                    what: "second GSSENCRequest",
+                };
+                return Err(refuse(&mut stream, e).await);
             }
             StartupPacket::GssEncRequest => {
-                encryption_asked = true;
+                gss_asked = true;
                 stream.write_all(b"N").await?;
             }
             StartupPacket::SslRequest => {
-                encryption_asked = true;
+                ssl_asked = true;
                 stream = match (stream, app.tls_acceptor()) {
                     (Stream::Plain(mut tcp), None) => {
                         tcp.write_all(b"N").await?;
@@ -90,4 +105,13 @@ pub async fn open(
             StartupPacket::Startup(params) => return Ok(Opening::Startup(stream, params)),
         }
     }
+}
+
+/// Tells the client why its opening packets were refused (as Postgres does, e.g.
+/// "unsupported frontend protocol"), then gives the error back for the log.
+async fn refuse(stream: &mut Stream, e: WireError) -> HandshakeError {
+    let mut out = BytesMut::with_capacity(128);
+    ClientError::Protocol(e.clone()).encode_fatal(&mut out);
+    let _ = crate::framed::send(stream, &mut out).await;
+    e.into()
 }
