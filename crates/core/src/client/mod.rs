@@ -4,5 +4,8 @@
 pub mod auth;
 pub mod handshake;
 pub mod relay;
+pub mod responses;
+pub mod rewrite;
 pub mod session;
+pub mod statements;
 pub mod txn;

@@ -1,0 +1,221 @@
+//! Client-to-server messages in transaction mode, rewritten so named prepared
+//! statements follow their client: a Parse of a named statement is sent under its
+//! pooler-wide name (or answered by the pooler if the server has it already), a
+//! Bind or Describe naming it is renamed and preceded by a Parse when the server
+//! lacks it, and a Close of it is answered by the pooler. Every request is entered
+//! in the [`ResponsePlan`] so the answers can be put in order. Pure.
+
+use std::sync::Arc;
+
+use bytes::{BufMut, BytesMut};
+use pgwire::{frame::Frame, tag, WireError};
+
+use super::responses::{ResponseEnd, ResponsePlan, Undo, CLOSE_COMPLETE, PARSE_COMPLETE};
+use super::statements::{ClientStatements, ServerStatements, Statement};
+
+/// The state a rewrite reads and updates.
+pub struct Rewriter<'a> {
+    pub client: &'a mut ClientStatements,
+    pub server: &'a mut ServerStatements,
+    pub plan: &'a mut ResponsePlan,
+}
+
+/// Splits a NUL-terminated string off the front of `buf`.
+fn split_cstr<'a>(buf: &'a [u8], what: &'static str) -> Result<(&'a [u8], &'a [u8]), WireError> {
+    let end = buf
+        .iter()
+        .position(|&b| b == 0)
+        .ok_or(WireError::UnterminatedString { what })?;
+    Ok((&buf[..end], &buf[end + 1..]))
+}
+
+fn name_str<'a>(bytes: &'a [u8], what: &'static str) -> Result<&'a str, WireError> {
+    std::str::from_utf8(bytes).map_err(|_| WireError::InvalidUtf8 { what })
+}
+
+impl Rewriter<'_> {
+    /// Handles one complete client message (`raw` is its wire bytes). What goes to the
+    /// server is appended to `to_server`; answers due at once to `to_client`.
+    pub fn on_client_message(
+        &mut self,
+        frame: Frame<'_>,
+        raw: &[u8],
+        to_server: &mut BytesMut,
+        to_client: &mut Vec<u8>,
+    ) -> Result<(), WireError> {
+        match frame.tag {
+            tag::PARSE => self.parse(frame.body, raw, to_server, to_client)?,
+            tag::BIND => {
+                let (portal, rest) = split_cstr(frame.body, "Bind")?;
+                let (statement, rest) = split_cstr(rest, "Bind")?;
+                match self.named(statement)? {
+                    None => to_server.put_slice(raw),
+                    Some(s) => {
+                        self.ensure_prepared(&s, to_server);
+                        to_server.put_u8(tag::BIND);
+                        to_server.put_i32(
+                            (4 + portal.len() + 1 + s.global.len() + 1 + rest.len()) as i32,
+                        );
+                        to_server.put_slice(portal);
+                        to_server.put_u8(0);
+                        to_server.put_slice(s.global.as_bytes());
+                        to_server.put_u8(0);
+                        to_server.put_slice(rest);
+                    }
+                }
+                self.plan.forward(ResponseEnd::BindComplete, Undo::None);
+            }
+            tag::DESCRIBE => {
+                match self.statement_target(frame.body, "Describe")? {
+                    None => to_server.put_slice(raw),
+                    Some(s) => {
+                        self.ensure_prepared(&s, to_server);
+                        put_target(to_server, tag::DESCRIBE, b'S', &s.global);
+                    }
+                }
+                self.plan.forward(ResponseEnd::Description, Undo::None);
+            }
+            tag::CLOSE => match frame.body.split_first() {
+                Some((b'S', rest)) if rest.first().is_some_and(|&b| b != 0) => {
+                    let (name, _) = split_cstr(rest, "Close")?;
+                    // Other clients may use the same server-side statement: keep it,
+                    // forget the client's name, and answer for the server.
+                    self.client.remove(name_str(name, "Close")?);
+                    self.plan.answer(CLOSE_COMPLETE, to_client);
+                }
+                _ => {
+                    to_server.put_slice(raw);
+                    self.plan.forward(ResponseEnd::CloseComplete, Undo::None);
+                }
+            },
+            tag::EXECUTE => {
+                to_server.put_slice(raw);
+                self.plan.forward(ResponseEnd::ExecuteDone, Undo::None);
+            }
+            tag::SYNC | tag::QUERY | tag::FUNCTION_CALL => {
+                to_server.put_slice(raw);
+                self.plan.forward(ResponseEnd::Ready, Undo::None);
+            }
+            // Flush, COPY data and anything else: no response of its own.
+            _ => to_server.put_slice(raw),
+        }
+        Ok(())
+    }
+
+    fn parse(
+        &mut self,
+        body: &[u8],
+        raw: &[u8],
+        to_server: &mut BytesMut,
+        to_client: &mut Vec<u8>,
+    ) -> Result<(), WireError> {
+        let (name, rest) = split_cstr(body, "Parse")?;
+        if name.is_empty() {
+            to_server.put_slice(raw);
+            self.plan.forward(ResponseEnd::ParseComplete, Undo::None);
+            return Ok(());
+        }
+        let name = name_str(name, "Parse")?;
+        let statement = Arc::new(Statement::from_parse_rest(rest));
+        self.client.insert(name, statement.clone());
+        if self.server.touch(&statement.global) {
+            self.plan.answer(PARSE_COMPLETE, to_client);
+            return Ok(());
+        }
+        self.evict_for(&statement.global, to_server);
+        to_server.put_slice(&statement.parse);
+        self.plan.forward(
+            ResponseEnd::ParseComplete,
+            Undo::ClientParse {
+                client_name: name.into(),
+                global: statement.global.clone(),
+            },
+        );
+        Ok(())
+    }
+
+    /// The client's statement of this name, if the name is not empty. An unknown name
+    /// is left for the server to reject, as Postgres would.
+    fn named(&self, name: &[u8]) -> Result<Option<Arc<Statement>>, WireError> {
+        if name.is_empty() {
+            return Ok(None);
+        }
+        Ok(self.client.get(name_str(name, "statement name")?).cloned())
+    }
+
+    /// For Describe: the named statement it targets, if it targets one we know.
+    fn statement_target(
+        &self,
+        body: &[u8],
+        what: &'static str,
+    ) -> Result<Option<Arc<Statement>>, WireError> {
+        match body.split_first() {
+            Some((b'S', rest)) => {
+                let (name, _) = split_cstr(rest, what)?;
+                self.named(name)
+            }
+            Some(_) => Ok(None),
+            None => Err(WireError::Truncated { what }),
+        }
+    }
+
+    /// Makes sure the server has `s` before a message that uses it.
+    fn ensure_prepared(&mut self, s: &Statement, to_server: &mut BytesMut) {
+        if self.server.touch(&s.global) {
+            return;
+        }
+        self.evict_for(&s.global, to_server);
+        to_server.put_slice(&s.parse);
+        self.plan.hidden(
+            ResponseEnd::ParseComplete,
+            Undo::AddedParse {
+                global: s.global.clone(),
+            },
+        );
+    }
+
+    /// Records `global` in the server's cache, closing the least recently used
+    /// statement on the server first if the cache is full.
+    fn evict_for(&mut self, global: &str, to_server: &mut BytesMut) {
+        if let Some(evicted) = self.server.insert(global) {
+            put_target(to_server, tag::CLOSE, b'S', &evicted);
+            self.plan.hidden(
+                ResponseEnd::CloseComplete,
+                Undo::AddedClose { global: evicted },
+            );
+        }
+    }
+
+    /// Applies the undo work for requests that failed or were skipped.
+    pub fn undo(&mut self, undo: &[Undo]) {
+        for u in undo {
+            match u {
+                Undo::None => {}
+                Undo::ClientParse {
+                    client_name,
+                    global,
+                } => {
+                    if self
+                        .client
+                        .get(client_name)
+                        .is_some_and(|s| s.global == *global)
+                    {
+                        self.client.remove(client_name);
+                    }
+                    self.server.remove(global);
+                }
+                Undo::AddedParse { global } => self.server.remove(global),
+                Undo::AddedClose { global } => self.server.restore(global),
+            }
+        }
+    }
+}
+
+/// Describe or Close of a statement or portal `name`.
+fn put_target(out: &mut BytesMut, msg_tag: u8, kind: u8, name: &str) {
+    out.put_u8(msg_tag);
+    out.put_i32((4 + 1 + name.len() + 1) as i32);
+    out.put_u8(kind);
+    out.put_slice(name.as_bytes());
+    out.put_u8(0);
+}

@@ -1,0 +1,182 @@
+//! Named prepared statements in transaction mode: what each client has prepared
+//! (under its own names) and what each server connection has prepared (under
+//! pooler-wide names), so a statement follows its client to any server. Pure.
+//!
+//! A statement's pooler-wide name is derived from its text and parameter types, so
+//! clients preparing the same query share one server-side statement. Each server
+//! keeps a bounded LRU of what it has; evicting one means closing it on that server.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+/// A statement as the client prepared it, ready to be prepared on any server.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Statement {
+    /// Pooler-wide name, `tp_` and 16 hex digits.
+    pub global: Box<str>,
+    /// A complete Parse message (tag included) naming the statement `global`.
+    pub parse: Bytes,
+}
+
+impl Statement {
+    /// Builds the statement of a client's Parse body (`name`, query, parameter types).
+    /// `rest` is the body after the statement name.
+    pub fn from_parse_rest(rest: &[u8]) -> Self {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        rest.hash(&mut hasher);
+        let global: Box<str> = format!("tp_{:016x}", hasher.finish()).into();
+        let mut parse = BytesMut::with_capacity(rest.len() + global.len() + 6);
+        parse.put_u8(pgwire::tag::PARSE);
+        parse.put_i32((4 + global.len() + 1 + rest.len()) as i32);
+        parse.put_slice(global.as_bytes());
+        parse.put_u8(0);
+        parse.put_slice(rest);
+        Self {
+            global,
+            parse: parse.freeze(),
+        }
+    }
+}
+
+/// A client's prepared statements, by the names it chose.
+#[derive(Debug, Default)]
+pub struct ClientStatements {
+    by_name: HashMap<Box<str>, Arc<Statement>>,
+}
+
+impl ClientStatements {
+    pub fn get(&self, name: &str) -> Option<&Arc<Statement>> {
+        self.by_name.get(name)
+    }
+
+    pub fn insert(&mut self, name: &str, statement: Arc<Statement>) {
+        self.by_name.insert(name.into(), statement);
+    }
+
+    pub fn remove(&mut self, name: &str) -> Option<Arc<Statement>> {
+        self.by_name.remove(name)
+    }
+
+    pub fn clear(&mut self) {
+        self.by_name.clear();
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_name.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_name.is_empty()
+    }
+}
+
+/// What one server connection has prepared, bounded, least recently used first out.
+#[derive(Debug)]
+pub struct ServerStatements {
+    capacity: usize,
+    clock: u64,
+    last_used: HashMap<Box<str>, u64>,
+}
+
+impl ServerStatements {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            capacity: capacity.max(1),
+            clock: 0,
+            last_used: HashMap::new(),
+        }
+    }
+
+    /// True if the server has `global`; marks it as just used.
+    pub fn touch(&mut self, global: &str) -> bool {
+        self.clock += 1;
+        match self.last_used.get_mut(global) {
+            Some(t) => {
+                *t = self.clock;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Records that `global` is being prepared; returns the statement to close first
+    /// if the cache is full.
+    pub fn insert(&mut self, global: &str) -> Option<Box<str>> {
+        self.clock += 1;
+        let evicted =
+            if self.last_used.len() >= self.capacity && !self.last_used.contains_key(global) {
+                let oldest = self
+                    .last_used
+                    .iter()
+                    .min_by_key(|(_, t)| **t)
+                    .map(|(name, _)| name.clone());
+                if let Some(name) = &oldest {
+                    self.last_used.remove(name);
+                }
+                oldest
+            } else {
+                None
+            };
+        self.last_used.insert(global.into(), self.clock);
+        evicted
+    }
+
+    /// Forgets a statement (its Parse failed, or it was closed).
+    pub fn remove(&mut self, global: &str) {
+        self.last_used.remove(global);
+    }
+
+    /// Records again a statement whose eviction did not happen (the Close was skipped
+    /// after an error); the cache may exceed its capacity until the next insert.
+    pub fn restore(&mut self, global: &str) {
+        self.clock += 1;
+        self.last_used.insert(global.into(), self.clock);
+    }
+
+    /// Forgets everything (DISCARD ALL or DEALLOCATE ALL ran on the server).
+    pub fn clear(&mut self) {
+        self.last_used.clear();
+    }
+
+    pub fn len(&self) -> usize {
+        self.last_used.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.last_used.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_text_same_global_name() {
+        let a = Statement::from_parse_rest(b"select 1\0\0\0");
+        let b = Statement::from_parse_rest(b"select 1\0\0\0");
+        let c = Statement::from_parse_rest(b"select 2\0\0\0");
+        assert_eq!(a.global, b.global);
+        assert_ne!(a.global, c.global);
+        let f = pgwire::frame::decode_frame(&a.parse, 1 << 20)
+            .unwrap()
+            .unwrap();
+        assert_eq!(f.wire_len(), a.parse.len());
+        let (name, query) = pgwire::frontend::decode_parse_head(f.body).unwrap();
+        assert_eq!((name, query), (&*a.global, "select 1"));
+    }
+
+    #[test]
+    fn lru_evicts_least_recently_used() {
+        let mut s = ServerStatements::new(2);
+        assert_eq!(s.insert("a"), None);
+        assert_eq!(s.insert("b"), None);
+        assert!(s.touch("a"));
+        assert_eq!(s.insert("c").as_deref(), Some("b"));
+        assert!(s.touch("a") && s.touch("c") && !s.touch("b"));
+        assert_eq!(s.len(), 2);
+    }
+}
