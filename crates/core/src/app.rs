@@ -167,6 +167,10 @@ fn limits_for(config: &Config, user: &User) -> PoolLimits {
         max_lifetime: config.pool.max_lifetime,
         connect_timeout: config.pool.connect_timeout,
         checkout_timeout: user.checkout_timeout,
+        max_prepared_statements: match user.mode {
+            crate::config::PoolMode::Transaction => config.pool.max_prepared_statements,
+            crate::config::PoolMode::Session => 0,
+        },
     }
 }
 

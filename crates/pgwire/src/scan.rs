@@ -60,10 +60,35 @@ impl MessageScanner {
     pub fn scan<E: From<WireError>>(
         &mut self,
         chunk: &[u8],
-        mut on_message: impl FnMut(MessageHead) -> Result<(), E>,
+        on_message: impl FnMut(MessageHead) -> Result<(), E>,
     ) -> Result<(), E> {
+        self.scan_inner(chunk, false, on_message).map(|_| ())
+    }
+
+    /// Scans `chunk` only up to the end of the message in progress, and returns how
+    /// many bytes that took (0 when already at a boundary).
+    pub fn scan_to_boundary<E: From<WireError>>(
+        &mut self,
+        chunk: &[u8],
+        on_message: impl FnMut(MessageHead) -> Result<(), E>,
+    ) -> Result<usize, E> {
+        if self.at_boundary() {
+            return Ok(0);
+        }
+        self.scan_inner(chunk, true, on_message)
+    }
+
+    fn scan_inner<E: From<WireError>>(
+        &mut self,
+        chunk: &[u8],
+        stop_at_boundary: bool,
+        mut on_message: impl FnMut(MessageHead) -> Result<(), E>,
+    ) -> Result<usize, E> {
         let mut pos = 0;
         while pos < chunk.len() {
+            if stop_at_boundary && pos > 0 && self.at_boundary() {
+                break;
+            }
             match &mut self.state {
                 State::Head { head, have } => {
                     let need = 5 - *have as usize;
@@ -123,7 +148,7 @@ impl MessageScanner {
                 }
             }
         }
-        Ok(())
+        Ok(pos)
     }
 }
 
@@ -175,6 +200,28 @@ mod tests {
         }
         let (_, mid) = collect(&[&stream[..7]]);
         assert!(!mid);
+    }
+
+    #[test]
+    fn scan_to_boundary_stops_after_the_message_in_progress() {
+        let stream = b"D\0\0\0\x06abZ\0\0\0\x05I";
+        let mut s = MessageScanner::new(1 << 20);
+        s.scan::<WireError>(&stream[..3], |_| Ok(())).unwrap();
+        let mut seen = Vec::new();
+        let used = s
+            .scan_to_boundary::<WireError>(&stream[3..], |h| {
+                seen.push(h.tag);
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(used, 4, "rest of the DataRow only");
+        assert_eq!(seen, vec![b'D']);
+        assert!(s.at_boundary());
+        assert_eq!(
+            s.scan_to_boundary::<WireError>(&stream[7..], |_| Ok(()))
+                .unwrap(),
+            0
+        );
     }
 
     #[test]

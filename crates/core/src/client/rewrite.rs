@@ -102,6 +102,18 @@ impl Rewriter<'_> {
         Ok(())
     }
 
+    /// Notes a large message streamed through without rewriting (a long Query, COPY
+    /// data), for the order of responses.
+    pub fn note_streamed(&mut self, msg_tag: u8) {
+        match msg_tag {
+            tag::SYNC | tag::QUERY | tag::FUNCTION_CALL => {
+                self.plan.forward(ResponseEnd::Ready, Undo::None)
+            }
+            tag::EXECUTE => self.plan.forward(ResponseEnd::ExecuteDone, Undo::None),
+            _ => {}
+        }
+    }
+
     fn parse(
         &mut self,
         body: &[u8],

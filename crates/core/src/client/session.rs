@@ -12,7 +12,8 @@ use tokio::time::Instant;
 
 use super::auth::{authenticate, AuthFailure};
 use super::handshake::{open, Opening};
-use super::relay::{RelayEnd, RelayState, RelayUntil};
+use super::relay::{RelayEnd, RelayState, RelayUntil, StatementCtx};
+use super::statements::ClientStatements;
 use crate::app::App;
 use crate::cancel::{CancelTarget, ClientKey};
 use crate::config::{PoolMode, StoredPassword, User};
@@ -40,6 +41,8 @@ struct Session {
     pinned: Option<Lease>,
     /// Session parameters this client has set (at startup or with SET).
     wanted: ParamValues,
+    /// Named prepared statements of this client, when tracked (transaction mode).
+    statements: Option<ClientStatements>,
 }
 
 /// Brings a server's tracked parameters to what the client wants, and takes the
@@ -230,6 +233,8 @@ async fn login(app: &Arc<App>, tcp: TcpStream, peer: SocketAddr) -> Option<Sessi
         reset_query: config.pool.reset_query.clone(),
         pinned: None,
         wanted,
+        statements: (user.mode == PoolMode::Transaction && config.pool.max_prepared_statements > 0)
+            .then(ClientStatements::default),
     };
     if send(&mut session.stream, &mut out).await.is_err() {
         if let Some(l) = lease {
@@ -288,7 +293,8 @@ impl Session {
                 r = self.stream.readable() => if r.is_err() { return },
             }
             let mut relay = RelayState::new(self.max_message);
-            if let Some(end) = relay.read_client(&mut self.stream).await {
+            let tracked = self.statements.is_some();
+            if let Some(end) = relay.read_client(&mut self.stream, tracked).await {
                 if let RelayEnd::ClientProtocol(e) = end {
                     send_fatal(&mut self.stream, &ClientError::Protocol(e)).await;
                 }
@@ -310,7 +316,15 @@ impl Session {
             }
             self.cancel.bind(lease.conn.backend);
             let end = tokio::select! {
-                end = relay.run(&mut self.stream, &mut lease.conn.stream, RelayUntil::TransactionEnd) => end,
+                end = relay.run(
+                    &mut self.stream,
+                    &mut lease.conn.stream,
+                    self.statements.as_mut().map(|client| StatementCtx {
+                        client,
+                        server: &mut lease.conn.statements,
+                    }),
+                    RelayUntil::TransactionEnd,
+                ) => end,
                 _ = self.app.force.cancelled() => RelayEnd::ClientIo(std::io::ErrorKind::TimedOut.into()),
             };
             self.cancel.unbind().await;
@@ -334,7 +348,7 @@ impl Session {
         let end = loop {
             let shutdown = self.app.shutdown.clone();
             let end = tokio::select! {
-                end = relay.run(&mut self.stream, &mut lease.conn.stream, until) => end,
+                end = relay.run(&mut self.stream, &mut lease.conn.stream, None, until) => end,
                 _ = shutdown.cancelled(), if until == RelayUntil::ClientLeaves => {
                     until = RelayUntil::TransactionEnd;
                     continue;

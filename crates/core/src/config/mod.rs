@@ -91,6 +91,9 @@ pub struct PoolSettings {
     pub checkout_timeout: Duration,
     /// Run on a server connection when a session-mode client lets it go.
     pub reset_query: String,
+    /// Named prepared statements kept per server connection in transaction mode
+    /// (least recently used closed first); 0 turns statement tracking off.
+    pub max_prepared_statements: u32,
 }
 
 /// One upstream database and the users that may reach it.

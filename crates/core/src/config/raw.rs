@@ -41,6 +41,7 @@ pub struct RawPool {
     pub connect_timeout_ms: Option<u64>,
     pub checkout_timeout_ms: Option<u64>,
     pub reset_query: Option<String>,
+    pub max_prepared_statements: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]

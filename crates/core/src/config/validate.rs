@@ -37,6 +37,8 @@ const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 5_000;
 const DEFAULT_CHECKOUT_TIMEOUT_MS: u64 = 60_000;
 const DEFAULT_RESET_QUERY: &str = "DISCARD ALL";
 const MAX_POOL_SIZE: u32 = 10_000;
+const DEFAULT_MAX_PREPARED_STATEMENTS: u32 = 500;
+const MAX_PREPARED_STATEMENTS: u32 = 100_000;
 /// Iterations for SCRAM secrets derived from plain-text passwords, as Postgres uses.
 const SCRAM_ITERATIONS: u32 = 4096;
 
@@ -164,6 +166,15 @@ fn validate_pool(raw: &RawConfig) -> Result<PoolSettings, ConfigError> {
         .reset_query
         .clone()
         .unwrap_or_else(|| DEFAULT_RESET_QUERY.into());
+    let max_prepared_statements = p
+        .max_prepared_statements
+        .unwrap_or(DEFAULT_MAX_PREPARED_STATEMENTS);
+    if max_prepared_statements > MAX_PREPARED_STATEMENTS {
+        return Err(invalid(
+            "pool.max_prepared_statements",
+            format!("must be between 0 and {MAX_PREPARED_STATEMENTS}"),
+        ));
+    }
     if reset_query.contains('\0') {
         return Err(invalid("pool.reset_query", "must not contain NUL"));
     }
@@ -192,6 +203,7 @@ fn validate_pool(raw: &RawConfig) -> Result<PoolSettings, ConfigError> {
             3_600_000,
         )?,
         reset_query,
+        max_prepared_statements,
     })
 }
 

@@ -7,6 +7,7 @@ use std::time::Instant;
 use pgwire::TransactionStatus;
 use tokio::io::{AsyncRead, ReadBuf};
 
+use crate::client::statements::ServerStatements;
 use crate::params::ParamValues;
 use crate::stream::Stream;
 
@@ -44,6 +45,8 @@ pub struct ServerConn {
     pub last_used: Instant,
     /// Pool-unique number, for logs.
     pub id: u64,
+    /// Prepared statements this connection has under pooler-wide names.
+    pub statements: ServerStatements,
 }
 
 impl ServerConn {

@@ -205,6 +205,7 @@ async fn connect_inner(target: &ServerTarget, id: u64) -> Result<ServerConn, Con
         created: now,
         last_used: now,
         id,
+        statements: crate::client::statements::ServerStatements::new(1),
     })
 }
 

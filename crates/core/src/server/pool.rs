@@ -14,6 +14,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::conn::ServerConn;
 use super::connect::{connect, ConnectError, ServerTarget};
+use crate::client::statements::ServerStatements;
 
 /// Limits of a pool; swapped on reload.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,6 +25,8 @@ pub struct PoolLimits {
     pub max_lifetime: Duration,
     pub connect_timeout: Duration,
     pub checkout_timeout: Duration,
+    /// Prepared statements each connection keeps; 0 when tracking is off.
+    pub max_prepared_statements: u32,
 }
 
 /// Why a checkout failed.
@@ -137,8 +140,10 @@ impl Pool {
 
     async fn open(&self) -> Result<ServerConn, ConnectError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        match connect(&self.target, id, self.limits.load().connect_timeout).await {
-            Ok(conn) => {
+        let limits = self.limits.load();
+        match connect(&self.target, id, limits.connect_timeout).await {
+            Ok(mut conn) => {
+                conn.statements = ServerStatements::new(limits.max_prepared_statements as usize);
                 self.stats.connections.fetch_add(1, Ordering::Relaxed);
                 self.params.store(Some(conn.params.clone()));
                 tracing::debug!(pool = %self.name, server = id, pid = conn.backend.process_id, "server connection opened");

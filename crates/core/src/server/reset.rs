@@ -75,7 +75,11 @@ pub async fn clean(conn: &mut ServerConn, in_transaction: bool, reset_query: Opt
         return false;
     }
     match reset_query {
-        Some(q) if !q.trim().is_empty() => run_discarding(conn, q).await == idle,
+        Some(q) if !q.trim().is_empty() => {
+            // The reset may drop prepared statements (DISCARD ALL does): forget them.
+            conn.statements.clear();
+            run_discarding(conn, q).await == idle
+        }
         _ => true,
     }
 }

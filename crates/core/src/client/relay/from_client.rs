@@ -1,0 +1,133 @@
+//! Client bytes on their way to the server: scanned and forwarded untouched, or, with
+//! statement tracking, cut into messages and rewritten (see `rewrite`).
+
+use bytes::Buf;
+use pgwire::frame::decode_head;
+use pgwire::{frame::Frame, tag, MessageHead, WireError};
+
+use super::{RelayEnd, RelayState, StatementCtx};
+use crate::client::rewrite::Rewriter;
+use crate::client::txn::ClientIntent;
+
+/// Client messages up to this size are taken whole; larger ones that need no rewrite
+/// (a long Query, COPY data) stream through as they arrive.
+const STREAM_THRESHOLD: usize = 64 * 1024;
+
+impl RelayState {
+    /// Scans `n` fresh client bytes forwarded untouched; cuts a Terminate out.
+    pub(super) fn scan_client(&mut self, n: usize) -> Option<RelayEnd> {
+        let tracker = &mut self.tracker;
+        let mut terminate_at: Option<isize> = None;
+        let chunk = &self.to_server.buf.as_slice()[..n];
+        let scanned = self.to_server.scanner.scan::<WireError>(chunk, |head| {
+            if terminate_at.is_none() && tracker.on_client_message(&head) == ClientIntent::Terminate
+            {
+                terminate_at = Some(head.start);
+            }
+            Ok(())
+        });
+        if let Some(at) = terminate_at {
+            if at < 0 {
+                self.server_dirty = true;
+            }
+            self.to_server.end = at.max(0) as usize;
+            return Some(RelayEnd::ClientTerminated);
+        }
+        if let Err(e) = scanned {
+            self.to_server.end = 0;
+            return Some(RelayEnd::ClientProtocol(e));
+        }
+        None
+    }
+
+    /// Takes in `n` fresh client bytes with statement tracking: whole messages are
+    /// rewritten into the server-bound buffer; answers the pooler owes go to the
+    /// client-bound one.
+    pub(super) fn ingest_client(
+        &mut self,
+        n: usize,
+        ctx: &mut StatementCtx<'_>,
+    ) -> Option<RelayEnd> {
+        self.client_inbox
+            .extend_from_slice(&self.to_server.buf.as_slice()[..n]);
+        self.to_server.consume_raw();
+        let mut answers = Vec::new();
+        let mut rewriter = Rewriter {
+            client: ctx.client,
+            server: ctx.server,
+            plan: &mut self.plan,
+        };
+        let inbox = &mut self.client_inbox;
+        let out = &mut self.to_server.out;
+        let end = loop {
+            if self.client_stream_left > 0 {
+                let take = self.client_stream_left.min(inbox.len());
+                if take == 0 {
+                    break None;
+                }
+                out.extend_from_slice(&inbox[..take]);
+                inbox.advance(take);
+                self.client_stream_left -= take;
+                continue;
+            }
+            let Some(head) = inbox.get(..5) else {
+                break None;
+            };
+            let head = [head[0], head[1], head[2], head[3], head[4]];
+            let (msg_tag, body_len) = match decode_head(head, self.max_client_message) {
+                Ok(h) => h,
+                Err(e) => break Some(RelayEnd::ClientProtocol(e)),
+            };
+            let total = 5 + body_len;
+            let head = MessageHead {
+                tag: msg_tag,
+                body_len,
+                first_byte: inbox.get(5).copied(),
+                start: 0,
+            };
+            if msg_tag == tag::TERMINATE {
+                inbox.clear();
+                break Some(RelayEnd::ClientTerminated);
+            }
+            let rewritable = matches!(msg_tag, tag::PARSE | tag::BIND | tag::DESCRIBE | tag::CLOSE);
+            if rewritable || total <= STREAM_THRESHOLD {
+                if inbox.len() < total {
+                    break None;
+                }
+                self.tracker.on_client_message(&head);
+                let raw = inbox.split_to(total);
+                let frame = Frame {
+                    tag: msg_tag,
+                    body: &raw[5..],
+                };
+                if let Err(e) = rewriter.on_client_message(frame, &raw, out, &mut answers) {
+                    break Some(RelayEnd::ClientProtocol(e));
+                }
+            } else {
+                self.tracker.on_client_message(&head);
+                rewriter.note_streamed(msg_tag);
+                self.client_stream_left = total;
+            }
+        };
+        if !answers.is_empty() {
+            self.hold_or_send_answers(&answers);
+        }
+        if matches!(end, Some(RelayEnd::ClientProtocol(_))) {
+            self.client_inbox.clear();
+        }
+        end
+    }
+
+    /// Sends answers owed to the client now if the server stream is between
+    /// messages, else holds them until it is.
+    pub(super) fn hold_or_send_answers(&mut self, answers: &[u8]) {
+        if self.to_client.scanner.at_boundary()
+            && self.server_inbox.is_empty()
+            && self.held_answers.is_empty()
+        {
+            self.to_client.out.extend_from_slice(answers);
+        } else {
+            self.held_answers.extend_from_slice(answers);
+        }
+    }
+}

@@ -1,0 +1,250 @@
+//! Full-duplex forwarding between a client and its bound server connection.
+//!
+//! Both directions move in one task, each through its own buffer. A side is only
+//! read while its previous bytes are written, which is the back-pressure; the other
+//! direction keeps moving meanwhile, so the client and the server never wait on each
+//! other. All state lives in [`RelayState`], so the future that drives it can be
+//! dropped at any await point without losing bytes.
+//!
+//! Server bytes are forwarded untouched, scanned only for message heads, unless the
+//! pooler must answer or hide a response (prepared statements): then they are cut
+//! into whole messages and edited (`from_server`). Client bytes are forwarded
+//! untouched in session mode; in transaction mode with statement tracking they are
+//! cut into messages and rewritten (`from_client`).
+
+mod from_client;
+mod from_server;
+mod leg;
+
+use std::io;
+use std::task::{Context, Poll};
+
+use bytes::BytesMut;
+use pgwire::{WireError, DEFAULT_MAX_MESSAGE_LEN};
+
+use super::responses::ResponsePlan;
+use super::statements::{ClientStatements, ServerStatements};
+use super::txn::TxnTracker;
+use crate::params::ParamValues;
+use crate::stream::Stream;
+use leg::Leg;
+
+/// When the relay hands control back to the session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayUntil {
+    /// As soon as the server is idle and nothing is owed (transaction mode).
+    TransactionEnd,
+    /// Only when a side closes (session mode).
+    ClientLeaves,
+}
+
+/// Why the relay stopped.
+#[derive(Debug)]
+pub enum RelayEnd {
+    /// The server is idle, nothing is in flight: it can go back to the pool.
+    Idle,
+    /// The client sent Terminate (not forwarded).
+    ClientTerminated,
+    /// The client closed its socket.
+    ClientClosed,
+    ClientIo(io::Error),
+    ClientProtocol(WireError),
+    ServerClosed,
+    ServerIo(io::Error),
+    ServerProtocol(WireError),
+}
+
+/// The prepared statements of the client and of the bound server, when tracked.
+pub struct StatementCtx<'a> {
+    pub client: &'a mut ClientStatements,
+    pub server: &'a mut ServerStatements,
+}
+
+/// The relay's state for one client and one bound server connection.
+pub struct RelayState {
+    to_server: Leg,
+    to_client: Leg,
+    pub tracker: TxnTracker,
+    client_end: Option<RelayEnd>,
+    /// Part of a message the server will never see the end of was sent to it.
+    server_dirty: bool,
+    /// The server sent an ErrorResponse during this relay.
+    pub server_error_seen: bool,
+    /// Tracked parameters the server reported changed (the client set them).
+    pub param_changes: ParamValues,
+    /// A small server message split across reads, being collected.
+    capture: Option<from_server::Capture>,
+    /// Responses owed, for statement tracking.
+    plan: ResponsePlan,
+    /// Client bytes not yet cut into messages (statement tracking).
+    client_inbox: BytesMut,
+    /// Bytes of a large client message still to stream through untouched.
+    client_stream_left: usize,
+    /// Bytes read by `read_client` and not yet taken in (statement tracking).
+    client_unread: usize,
+    /// Server bytes not yet cut into messages (while editing responses).
+    server_inbox: BytesMut,
+    /// Answers the pooler owes the client, held until the server stream is at a
+    /// message boundary.
+    held_answers: Vec<u8>,
+    max_client_message: usize,
+}
+
+impl RelayState {
+    pub fn new(max_client_message: usize) -> Self {
+        Self {
+            to_server: Leg::new(max_client_message),
+            to_client: Leg::new(DEFAULT_MAX_MESSAGE_LEN),
+            tracker: TxnTracker::default(),
+            client_end: None,
+            server_dirty: false,
+            server_error_seen: false,
+            param_changes: ParamValues::default(),
+            capture: None,
+            plan: ResponsePlan::default(),
+            client_inbox: BytesMut::new(),
+            client_stream_left: 0,
+            client_unread: 0,
+            server_inbox: BytesMut::new(),
+            held_answers: Vec::new(),
+            max_client_message,
+        }
+    }
+
+    /// True when the server connection can be reused once the tracker says idle:
+    /// no partial message went to it, and nothing waits in either direction.
+    pub fn server_reusable(&self) -> bool {
+        !self.server_dirty
+            && self.to_server.scanner.at_boundary()
+            && self.to_client.scanner.at_boundary()
+            && self.to_server.is_drained()
+            && self.to_client.is_drained()
+            && self.client_inbox.is_empty()
+            && self.client_stream_left == 0
+            && self.client_unread == 0
+            && self.server_inbox.is_empty()
+            && self.held_answers.is_empty()
+            && self.plan.is_empty()
+    }
+
+    /// True when bytes from the client wait to go to a server.
+    pub fn has_client_bytes(&self) -> bool {
+        self.to_server.has_raw() || self.client_unread > 0
+    }
+
+    /// Reads from an idle client (before a server is bound). Returns `Some(end)` if
+    /// the client is leaving with nothing to forward; bytes before a Terminate are
+    /// still forwarded by `run`. With `tracked`, bytes are taken in by `run`, which
+    /// has the server's statements.
+    pub async fn read_client(&mut self, client: &mut Stream, tracked: bool) -> Option<RelayEnd> {
+        std::future::poll_fn(|cx| match self.to_server.poll_fill(client, cx) {
+            Poll::Ready(Ok(0)) => Poll::Ready(Some(RelayEnd::ClientClosed)),
+            Poll::Ready(Ok(n)) if tracked => {
+                if self.to_server.buf.as_slice()[..n] == [pgwire::tag::TERMINATE, 0, 0, 0, 4] {
+                    self.to_server.consume_raw();
+                    return Poll::Ready(Some(RelayEnd::ClientTerminated));
+                }
+                self.client_unread = n;
+                Poll::Ready(None)
+            }
+            Poll::Ready(Ok(n)) => {
+                let end = self.scan_client(n);
+                if end.is_some() && !self.has_client_bytes() {
+                    return Poll::Ready(end);
+                }
+                self.client_end = end;
+                Poll::Ready(None)
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Some(RelayEnd::ClientIo(e))),
+            Poll::Pending => Poll::Pending,
+        })
+        .await
+    }
+
+    /// Forwards in both directions until `until` is met or a side ends.
+    pub async fn run(
+        &mut self,
+        client: &mut Stream,
+        server: &mut Stream,
+        mut statements: Option<StatementCtx<'_>>,
+        until: RelayUntil,
+    ) -> RelayEnd {
+        std::future::poll_fn(|cx| self.poll_run(client, server, statements.as_mut(), until, cx))
+            .await
+    }
+
+    fn take_client_bytes(&mut self, n: usize, statements: Option<&mut StatementCtx<'_>>) {
+        self.client_end = match statements {
+            Some(ctx) => self.ingest_client(n, ctx),
+            None => self.scan_client(n),
+        };
+    }
+
+    fn poll_run(
+        &mut self,
+        client: &mut Stream,
+        server: &mut Stream,
+        mut statements: Option<&mut StatementCtx<'_>>,
+        until: RelayUntil,
+        cx: &mut Context<'_>,
+    ) -> Poll<RelayEnd> {
+        if self.client_unread > 0 {
+            let n = std::mem::take(&mut self.client_unread);
+            self.take_client_bytes(n, statements.as_deref_mut());
+        }
+        loop {
+            let mut progress = false;
+            if let Poll::Ready(Err(e)) = self.to_server.poll_drain(server, cx) {
+                return Poll::Ready(RelayEnd::ServerIo(e));
+            }
+            if let Poll::Ready(Err(e)) = self.to_client.poll_drain(client, cx) {
+                return Poll::Ready(RelayEnd::ClientIo(e));
+            }
+            if self.to_server.is_drained() {
+                if let Some(end) = self.client_end.take() {
+                    return Poll::Ready(end);
+                }
+                if until == RelayUntil::TransactionEnd
+                    && self.tracker.is_idle()
+                    && self.server_reusable()
+                {
+                    return Poll::Ready(RelayEnd::Idle);
+                }
+                match self.to_server.poll_fill(client, cx) {
+                    Poll::Ready(Ok(0)) => {
+                        self.client_end = Some(RelayEnd::ClientClosed);
+                        progress = true;
+                    }
+                    Poll::Ready(Ok(n)) => {
+                        self.take_client_bytes(n, statements.as_deref_mut());
+                        progress = true;
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(RelayEnd::ClientIo(e)),
+                    Poll::Pending => {}
+                }
+            }
+            if self.to_client.is_drained() {
+                match self.to_client.poll_fill(server, cx) {
+                    Poll::Ready(Ok(0)) => return Poll::Ready(RelayEnd::ServerClosed),
+                    Poll::Ready(Ok(n)) => {
+                        if let Err(e) = self.ingest_server(n, statements.as_deref_mut()) {
+                            return Poll::Ready(RelayEnd::ServerProtocol(e));
+                        }
+                        progress = true;
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(RelayEnd::ServerIo(e)),
+                    Poll::Pending => {}
+                }
+            }
+            if !progress {
+                return Poll::Pending;
+            }
+        }
+    }
+
+    /// Writes what the server sent and the client has not received yet (used when the
+    /// server connection ended, so the client sees the server's last words).
+    pub async fn flush_to_client(&mut self, client: &mut Stream) -> io::Result<()> {
+        std::future::poll_fn(|cx| self.to_client.poll_drain(client, cx)).await
+    }
+}
