@@ -17,6 +17,7 @@ pub mod params;
 pub mod router;
 pub mod secret;
 pub mod server;
+pub mod sql_hint;
 pub mod stream;
 pub mod tls;
 

@@ -113,6 +113,67 @@ impl ParamValues {
     }
 }
 
+/// Session settings that Postgres does not report (search_path, statement_timeout,
+/// ...): what a client has set with SET, read back from `pg_settings` after a
+/// transaction that may have changed them, and what a server connection carries.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionSettings(std::collections::BTreeMap<Box<str>, Box<str>>);
+
+/// The query that reads a connection's session-level settings.
+pub const READ_SESSION_SETTINGS: &str =
+    "SELECT name, setting FROM pg_catalog.pg_settings WHERE source = 'session'";
+
+impl SessionSettings {
+    /// Builds the settings from rows of [`READ_SESSION_SETTINGS`], leaving out the
+    /// reported parameters (tracked by [`ParamValues`]).
+    pub fn from_rows(rows: impl IntoIterator<Item = (String, String)>) -> Self {
+        Self(
+            rows.into_iter()
+                .filter(|(name, _)| tracked_index(name).is_none())
+                .map(|(n, v)| (n.into(), v.into()))
+                .collect(),
+        )
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn clear(&mut self) {
+        self.0.clear();
+    }
+
+    /// SQL that turns a server carrying `current` into one carrying `self`.
+    pub fn sync_sql(&self, current: &Self) -> Option<String> {
+        let mut sql = String::new();
+        for name in current.0.keys() {
+            if !self.0.contains_key(name) && is_guc_name(name) {
+                sql.push_str("RESET ");
+                sql.push_str(name);
+                sql.push(';');
+            }
+        }
+        for (name, value) in &self.0 {
+            if current.0.get(name) != Some(value) {
+                sql.push_str("SELECT pg_catalog.set_config(");
+                push_literal(&mut sql, name);
+                sql.push_str(", ");
+                push_literal(&mut sql, value);
+                sql.push_str(", false);");
+            }
+        }
+        (!sql.is_empty()).then_some(sql)
+    }
+}
+
+/// A setting name that can follow RESET unquoted (pg_settings names always can).
+fn is_guc_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'.')
+}
+
 fn truncate(s: &str, max: usize) -> &str {
     if s.len() <= max {
         return s;
@@ -167,6 +228,21 @@ mod tests {
             Some("SET TimeZone TO 'Europe/Paris';")
         );
         assert!(!client.same_except_application_name(&server));
+    }
+
+    #[test]
+    fn session_settings_sync() {
+        let client = SessionSettings::from_rows([
+            ("search_path".to_string(), "a, b".to_string()),
+            ("TimeZone".to_string(), "UTC".to_string()),
+        ]);
+        let server =
+            SessionSettings::from_rows([("statement_timeout".to_string(), "5000".to_string())]);
+        assert_eq!(
+            client.sync_sql(&server).as_deref(),
+            Some("RESET statement_timeout;SELECT pg_catalog.set_config('search_path', 'a, b', false);")
+        );
+        assert_eq!(client.sync_sql(&client), None);
     }
 
     #[test]

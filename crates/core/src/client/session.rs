@@ -19,11 +19,11 @@ use crate::cancel::{CancelTarget, ClientKey};
 use crate::config::{PoolMode, StoredPassword, User};
 use crate::error::ClientError;
 use crate::framed::send;
-use crate::params::ParamValues;
+use crate::params::{ParamValues, SessionSettings, READ_SESSION_SETTINGS};
 use crate::router::route;
 use crate::server::connect::ConnectError;
 use crate::server::pool::{CheckoutError, Lease, Pool};
-use crate::server::reset::{clean, run_discarding, QueryOutcome};
+use crate::server::reset::{clean, run_collect_pairs, run_discarding, QueryOutcome};
 use crate::stream::Stream;
 
 /// A logged-in client.
@@ -43,18 +43,30 @@ struct Session {
     wanted: ParamValues,
     /// Named prepared statements of this client, when tracked (transaction mode).
     statements: Option<ClientStatements>,
+    /// Unreported session settings this client has set (transaction mode).
+    settings: SessionSettings,
 }
 
 /// Brings a server's tracked parameters to what the client wants, and takes the
 /// server's canonical spelling of them. A value the server refuses is the client's
 /// error, as it would be on a direct connection.
-async fn sync_params(wanted: &mut ParamValues, lease: &mut Lease) -> Result<(), ClientError> {
-    let Some(sql) = wanted.sync_sql(&lease.conn.current) else {
-        return Ok(());
+async fn sync_params(
+    wanted: &mut ParamValues,
+    settings: &SessionSettings,
+    lease: &mut Lease,
+) -> Result<(), ClientError> {
+    let sql = match (
+        wanted.sync_sql(&lease.conn.current),
+        settings.sync_sql(&lease.conn.settings),
+    ) {
+        (None, None) => return Ok(()),
+        (Some(a), None) | (None, Some(a)) => a,
+        (Some(a), Some(b)) => a + &b,
     };
     match run_discarding(&mut lease.conn, &sql).await {
         QueryOutcome::Ready(TransactionStatus::Idle) => {
             wanted.apply(&lease.conn.current);
+            lease.conn.settings.clone_from(settings);
             Ok(())
         }
         QueryOutcome::Failed { code, message } => Err(ClientError::ServerRefused { code, message }),
@@ -202,7 +214,7 @@ async fn login(app: &Arc<App>, tcp: TcpStream, peer: SocketAddr) -> Option<Sessi
     let mut wanted = ParamValues::from_reported(&server_params);
     wanted.overlay_startup(startup());
     if let Some(l) = lease.as_mut() {
-        if let Err(e) = sync_params(&mut wanted, l).await {
+        if let Err(e) = sync_params(&mut wanted, &SessionSettings::default(), l).await {
             send_fatal(&mut stream, &e).await;
             if let Some(l) = lease {
                 pool.release(l);
@@ -235,6 +247,7 @@ async fn login(app: &Arc<App>, tcp: TcpStream, peer: SocketAddr) -> Option<Sessi
         wanted,
         statements: (user.mode == PoolMode::Transaction && config.pool.max_prepared_statements > 0)
             .then(ClientStatements::default),
+        settings: SessionSettings::default(),
     };
     if send(&mut session.stream, &mut out).await.is_err() {
         if let Some(l) = lease {
@@ -308,7 +321,7 @@ impl Session {
                     return;
                 }
             };
-            if let Err(e) = sync_params(&mut self.wanted, &mut lease).await {
+            if let Err(e) = sync_params(&mut self.wanted, &self.settings, &mut lease).await {
                 tracing::warn!(pool = %self.pool.name, error = %e, "cannot apply the client's settings");
                 self.pool.discard(lease);
                 send_fatal(&mut self.stream, &e).await;
@@ -331,6 +344,26 @@ impl Session {
             self.wanted.apply(&relay.param_changes);
             lease.conn.current.apply(&relay.param_changes);
             if let RelayEnd::Idle = end {
+                if relay.hints.pin {
+                    // Session state that cannot move (advisory lock, temp table, ...):
+                    // this client keeps this server from now on.
+                    tracing::debug!(pool = %self.pool.name, server = lease.conn.id, "client pinned to its server");
+                    self.run_pinned(lease, relay).await;
+                    return;
+                }
+                if relay.hints.settings {
+                    match run_collect_pairs(&mut lease.conn, READ_SESSION_SETTINGS).await {
+                        Some(rows) => {
+                            self.settings = SessionSettings::from_rows(rows);
+                            lease.conn.settings.clone_from(&self.settings);
+                        }
+                        None => {
+                            self.pool.discard(lease);
+                            send_fatal(&mut self.stream, &ClientError::ServerLost).await;
+                            return;
+                        }
+                    }
+                }
                 self.pool.release(lease);
                 continue;
             }
@@ -341,14 +374,25 @@ impl Session {
 
     /// Session mode: relay for the client's life; on shutdown, stop at the next idle
     /// point.
-    async fn run_session(&mut self, mut lease: Lease) {
+    async fn run_session(&mut self, lease: Lease) {
+        let relay = RelayState::new(self.max_message);
+        self.run_pinned(lease, relay).await;
+    }
+
+    /// Relays for the rest of the client's life on one server (session mode, or a
+    /// transaction-mode client pinned by session state); on shutdown, stops at the
+    /// next idle point. The server is reset before it goes back to the pool.
+    async fn run_pinned(&mut self, mut lease: Lease, mut relay: RelayState) {
         self.cancel.bind(lease.conn.backend);
-        let mut relay = RelayState::new(self.max_message);
         let mut until = RelayUntil::ClientLeaves;
         let end = loop {
             let shutdown = self.app.shutdown.clone();
+            let statements = self.statements.as_mut().map(|client| StatementCtx {
+                client,
+                server: &mut lease.conn.statements,
+            });
             let end = tokio::select! {
-                end = relay.run(&mut self.stream, &mut lease.conn.stream, None, until) => end,
+                end = relay.run(&mut self.stream, &mut lease.conn.stream, statements, until) => end,
                 _ = shutdown.cancelled(), if until == RelayUntil::ClientLeaves => {
                     until = RelayUntil::TransactionEnd;
                     continue;

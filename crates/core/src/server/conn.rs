@@ -8,7 +8,7 @@ use pgwire::TransactionStatus;
 use tokio::io::{AsyncRead, ReadBuf};
 
 use crate::client::statements::ServerStatements;
-use crate::params::ParamValues;
+use crate::params::{ParamValues, SessionSettings};
 use crate::stream::Stream;
 
 /// The key Postgres gave this backend, used to forward cancel requests to it.
@@ -47,6 +47,8 @@ pub struct ServerConn {
     pub id: u64,
     /// Prepared statements this connection has under pooler-wide names.
     pub statements: ServerStatements,
+    /// Unreported session settings a client left on this connection.
+    pub settings: SessionSettings,
 }
 
 impl ServerConn {

@@ -206,6 +206,7 @@ async fn connect_inner(target: &ServerTarget, id: u64) -> Result<ServerConn, Con
         last_used: now,
         id,
         statements: crate::client::statements::ServerStatements::new(1),
+        settings: crate::params::SessionSettings::default(),
     })
 }
 

@@ -67,6 +67,53 @@ pub async fn run_discarding(conn: &mut ServerConn, sql: &str) -> QueryOutcome {
         .unwrap_or(QueryOutcome::Broken)
 }
 
+/// Runs a query returning two text columns and collects its rows; `None` if the
+/// query failed or the connection broke.
+pub async fn run_collect_pairs(conn: &mut ServerConn, sql: &str) -> Option<Vec<(String, String)>> {
+    let work = async {
+        let mut out = BytesMut::with_capacity(sql.len() + 6);
+        frontend::query(sql, &mut out);
+        send(&mut conn.stream, &mut out).await.ok()?;
+        let mut buf = BytesMut::with_capacity(1024);
+        let mut rows = Vec::new();
+        let mut failed = false;
+        loop {
+            let (tag, body) = read_message(&mut conn.stream, &mut buf, MAX_CLEANUP_MESSAGE)
+                .await
+                .ok()?;
+            match tag {
+                pgwire::tag::DATA_ROW => rows.push(two_text_columns(&body)?),
+                pgwire::tag::ERROR_RESPONSE => failed = true,
+                pgwire::tag::READY_FOR_QUERY => {
+                    conn.status = TransactionStatus::from_byte(*body.first()?)?;
+                    return (!failed && buf.is_empty()).then_some(rows);
+                }
+                _ => {}
+            }
+        }
+    };
+    tokio::time::timeout(CLEANUP_TIMEOUT, work)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// The two non-null text columns of a DataRow body.
+fn two_text_columns(body: &[u8]) -> Option<(String, String)> {
+    let (count, mut rest) = body.split_first_chunk::<2>()?;
+    if i16::from_be_bytes(*count) != 2 {
+        return None;
+    }
+    let mut column = || {
+        let (len, tail) = rest.split_first_chunk::<4>()?;
+        let len = usize::try_from(i32::from_be_bytes(*len)).ok()?;
+        let value = tail.get(..len)?;
+        rest = &tail[len..];
+        String::from_utf8(value.to_vec()).ok()
+    };
+    Some((column()?, column()?))
+}
+
 /// Rolls back whatever transaction is open and runs `reset_query` if given. True when
 /// the connection ends idle and clean.
 pub async fn clean(conn: &mut ServerConn, in_transaction: bool, reset_query: Option<&str>) -> bool {
@@ -76,8 +123,10 @@ pub async fn clean(conn: &mut ServerConn, in_transaction: bool, reset_query: Opt
     }
     match reset_query {
         Some(q) if !q.trim().is_empty() => {
-            // The reset may drop prepared statements (DISCARD ALL does): forget them.
+            // The reset may drop prepared statements and settings (DISCARD ALL
+            // does): forget them.
             conn.statements.clear();
+            conn.settings.clear();
             run_discarding(conn, q).await == idle
         }
         _ => true,

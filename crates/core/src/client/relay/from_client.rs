@@ -8,6 +8,7 @@ use pgwire::{frame::Frame, tag, MessageHead, WireError};
 use super::{RelayEnd, RelayState, StatementCtx};
 use crate::client::rewrite::Rewriter;
 use crate::client::txn::ClientIntent;
+use crate::sql_hint::session_hints;
 
 /// Client messages up to this size are taken whole; larger ones that need no rewrite
 /// (a long Query, COPY data) stream through as they arrive.
@@ -100,10 +101,26 @@ impl RelayState {
                     tag: msg_tag,
                     body: &raw[5..],
                 };
+                let sql = match msg_tag {
+                    tag::QUERY => pgwire::frontend::decode_query(frame.body).ok(),
+                    tag::PARSE => pgwire::frontend::decode_parse_head(frame.body)
+                        .ok()
+                        .map(|(_, q)| q),
+                    _ => None,
+                };
+                if let Some(sql) = sql {
+                    let h = session_hints(sql);
+                    self.hints.settings |= h.settings;
+                    self.hints.pin |= h.pin;
+                }
                 if let Err(e) = rewriter.on_client_message(frame, &raw, out, &mut answers) {
                     break Some(RelayEnd::ClientProtocol(e));
                 }
             } else {
+                if msg_tag == tag::QUERY {
+                    // Too long to look at whole: assume the worst about settings.
+                    self.hints.settings = true;
+                }
                 self.tracker.on_client_message(&head);
                 rewriter.note_streamed(msg_tag);
                 self.client_stream_left = total;

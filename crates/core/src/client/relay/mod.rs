@@ -26,6 +26,7 @@ use super::responses::ResponsePlan;
 use super::statements::{ClientStatements, ServerStatements};
 use super::txn::TxnTracker;
 use crate::params::ParamValues;
+use crate::sql_hint::SessionHints;
 use crate::stream::Stream;
 use leg::Leg;
 
@@ -88,6 +89,8 @@ pub struct RelayState {
     /// message boundary.
     held_answers: Vec<u8>,
     max_client_message: usize,
+    /// What the client's SQL may have done to session state (statement tracking).
+    pub hints: SessionHints,
 }
 
 impl RelayState {
@@ -108,6 +111,7 @@ impl RelayState {
             server_inbox: BytesMut::new(),
             held_answers: Vec::new(),
             max_client_message,
+            hints: SessionHints::default(),
         }
     }
 
@@ -125,6 +129,18 @@ impl RelayState {
             && self.server_inbox.is_empty()
             && self.held_answers.is_empty()
             && self.plan.is_empty()
+    }
+
+    /// The client bytes read before a server was bound (statement tracking).
+    pub fn unread_client_bytes(&self) -> &[u8] {
+        &self.to_server.buf.as_slice()[..self.client_unread]
+    }
+
+    /// Forgets the client bytes read before a server was bound: the pooler answered
+    /// them itself.
+    pub fn drop_unread_client_bytes(&mut self) {
+        self.client_unread = 0;
+        self.to_server.consume_raw();
     }
 
     /// True when bytes from the client wait to go to a server.

@@ -1,0 +1,296 @@
+//! A light look at SQL text a transaction-mode client sends, for the few statements
+//! whose effect outlives the transaction on that server connection: SET / RESET
+//! (session settings), LISTEN / UNLISTEN, and state that cannot move between servers
+//! (session advisory locks, temporary tables, WITH HOLD cursors, SQL PREPARE).
+//!
+//! It is not a parser: it splits statements on `;` outside quotes, comments and
+//! dollar quotes, and looks at their leading keywords, plus a search for the session
+//! advisory-lock functions. Pure.
+
+/// What a piece of SQL may do to session state.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SessionHints {
+    /// SET, RESET, DISCARD or set_config(): session settings may have changed.
+    pub settings: bool,
+    /// State that must stay on this server: the client is pinned to it.
+    pub pin: bool,
+}
+
+/// The single LISTEN or UNLISTEN a simple Query may consist of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenCommand {
+    Listen(String),
+    Unlisten(String),
+    UnlistenAll,
+}
+
+/// Splits SQL into statements, skipping comments and not splitting inside quotes.
+/// Each statement is returned with comments removed and whitespace trimmed.
+fn statements(sql: &str) -> Vec<String> {
+    let b = sql.as_bytes();
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        match c {
+            b'-' if b.get(i + 1) == Some(&b'-') => {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+                cur.push(' ');
+                continue;
+            }
+            b'/' if b.get(i + 1) == Some(&b'*') => {
+                let mut depth = 0;
+                while i < b.len() {
+                    if b[i] == b'/' && b.get(i + 1) == Some(&b'*') {
+                        depth += 1;
+                        i += 2;
+                    } else if b[i] == b'*' && b.get(i + 1) == Some(&b'/') {
+                        depth -= 1;
+                        i += 2;
+                        if depth == 0 {
+                            break;
+                        }
+                    } else {
+                        i += 1;
+                    }
+                }
+                cur.push(' ');
+                continue;
+            }
+            b'\'' | b'"' => {
+                let start = i;
+                i += 1;
+                while i < b.len() {
+                    if b[i] == c {
+                        if b.get(i + 1) == Some(&c) {
+                            i += 2;
+                            continue;
+                        }
+                        break;
+                    }
+                    i += 1;
+                }
+                i = (i + 1).min(b.len());
+                cur.push_str(&sql[start..i]);
+                continue;
+            }
+            b'$' => {
+                // $tag$ ... $tag$ (a bare $1 parameter has no closing $ before a non-tag byte).
+                let tag_end = b[i + 1..]
+                    .iter()
+                    .position(|&x| !(x.is_ascii_alphanumeric() || x == b'_'))
+                    .map(|p| i + 1 + p);
+                if let Some(te) = tag_end.filter(|&te| b.get(te) == Some(&b'$')) {
+                    let tag = &sql[i..=te];
+                    let body_start = te + 1;
+                    let end = sql[body_start..]
+                        .find(tag)
+                        .map(|p| body_start + p + tag.len())
+                        .unwrap_or(b.len());
+                    cur.push_str(&sql[i..end]);
+                    i = end;
+                    continue;
+                }
+            }
+            b';' => {
+                out.push(std::mem::take(&mut cur).trim().to_owned());
+                i += 1;
+                continue;
+            }
+            _ => {}
+        }
+        let ch_len = sql[i..].chars().next().map_or(1, char::len_utf8);
+        cur.push_str(&sql[i..i + ch_len]);
+        i += ch_len;
+    }
+    out.push(cur.trim().to_owned());
+    out.retain(|s| !s.is_empty());
+    out
+}
+
+fn words(stmt: &str) -> impl Iterator<Item = String> + '_ {
+    stmt.split(|c: char| c.is_whitespace() || c == '(' || c == ',')
+        .filter(|w| !w.is_empty())
+        .map(str::to_ascii_lowercase)
+}
+
+/// Words whose presence makes [`session_hints`] worth running.
+const TRIGGERS: [&[u8]; 7] = [
+    b"set",
+    b"discard",
+    b"advisory",
+    b"temp",
+    b"hold",
+    b"prepare",
+    b"listen",
+];
+
+/// A single pass without allocation: false when `sql` cannot hold any statement
+/// [`session_hints`] cares about (the common case, kept cheap for the hot path).
+pub fn might_touch_session(sql: &[u8]) -> bool {
+    sql.iter().enumerate().any(|(i, b)| {
+        let first = b.to_ascii_lowercase();
+        TRIGGERS.iter().any(|t| {
+            t[0] == first
+                && sql
+                    .get(i..i + t.len())
+                    .is_some_and(|w| w.eq_ignore_ascii_case(t))
+        })
+    })
+}
+
+/// Looks at the session effects of `sql`.
+pub fn session_hints(sql: &str) -> SessionHints {
+    if !might_touch_session(sql.as_bytes()) {
+        return SessionHints::default();
+    }
+    let mut hints = SessionHints::default();
+    let lower = sql.to_ascii_lowercase();
+    if lower.contains("set_config") {
+        hints.settings = true;
+    }
+    if ["pg_advisory_lock", "pg_try_advisory_lock"]
+        .iter()
+        .any(|f| lower.contains(f))
+    {
+        hints.pin = true;
+    }
+    for stmt in statements(sql) {
+        let w: Vec<String> = words(&stmt).take(4).collect();
+        let w: Vec<&str> = w.iter().map(String::as_str).collect();
+        match w.as_slice() {
+            ["set", "local", ..] => {}
+            ["set", "transaction", ..] | ["set", "constraints", ..] => {}
+            ["set", "session", "characteristics", ..] => hints.settings = true,
+            ["set", "role", ..]
+            | ["set", "session", "authorization", ..]
+            | ["set", "session", "role", ..] => {
+                // The identity must not move to another client's server.
+                hints.pin = true;
+            }
+            ["set", ..] | ["reset", ..] | ["discard", ..] => hints.settings = true,
+            ["create", "temp" | "temporary", ..]
+            | ["create", "local" | "global", "temp" | "temporary", ..] => hints.pin = true,
+            ["create", "unlogged", ..] => {}
+            ["prepare", "transaction", ..] => {}
+            ["prepare", ..] => hints.pin = true,
+            ["declare", ..] if stmt.to_ascii_lowercase().contains("with hold") => hints.pin = true,
+            ["listen", ..] => hints.pin = true,
+            _ => {}
+        }
+        // CREATE TEMP ... inside other statements (e.g. SELECT ... INTO TEMP).
+        let ls = stmt.to_ascii_lowercase();
+        if ls.starts_with("select") && (ls.contains(" into temp") || ls.contains(" into temporary"))
+        {
+            hints.pin = true;
+        }
+    }
+    hints
+}
+
+/// If `sql` is exactly one LISTEN or UNLISTEN, the command (channel names folded to
+/// lower case unless quoted, as Postgres does).
+pub fn listen_command(sql: &str) -> Option<ListenCommand> {
+    let stmts = statements(sql);
+    let [stmt] = stmts.as_slice() else {
+        return None;
+    };
+    let (keyword, rest) = stmt.split_once(char::is_whitespace)?;
+    let rest = rest.trim();
+    let channel = || identifier(rest);
+    match keyword.to_ascii_lowercase().as_str() {
+        "listen" => channel().map(ListenCommand::Listen),
+        "unlisten" if rest == "*" => Some(ListenCommand::UnlistenAll),
+        "unlisten" => channel().map(ListenCommand::Unlisten),
+        _ => None,
+    }
+}
+
+/// One SQL identifier making up all of `s`.
+fn identifier(s: &str) -> Option<String> {
+    if let Some(inner) = s.strip_prefix('"') {
+        let inner = inner.strip_suffix('"')?;
+        if inner.is_empty() || inner.replace("\"\"", "").contains('"') {
+            return None;
+        }
+        return Some(inner.replace("\"\"", "\""));
+    }
+    let ok = !s.is_empty()
+        && s.chars()
+            .next()
+            .is_some_and(|c| c.is_alphabetic() || c == '_')
+        && s.chars()
+            .all(|c| c.is_alphanumeric() || c == '_' || c == '$');
+    ok.then(|| s.to_lowercase())
+}
+
+/// `name` as a quoted SQL identifier.
+pub fn quote_identifier(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_outside_quotes_and_comments() {
+        let s = statements("SELECT ';' -- a;b\n; SELECT $x$ ; $x$; /* ; */ SET a = 1");
+        assert_eq!(s.len(), 3, "{s:?}");
+        assert!(s[2].starts_with("SET"));
+    }
+
+    #[test]
+    fn hints() {
+        assert!(session_hints("set search_path to a").settings);
+        assert!(session_hints("SELECT 1; RESET ALL").settings);
+        assert!(!session_hints("SET LOCAL search_path TO a").settings);
+        assert!(!session_hints("SELECT 'set x = 1'").settings);
+        assert!(session_hints("select pg_catalog.set_config('a','b',false)").settings);
+        assert!(session_hints("SELECT pg_advisory_lock(1)").pin);
+        assert!(!session_hints("SELECT pg_advisory_xact_lock(1)").pin);
+        assert!(session_hints("CREATE TEMP TABLE t(a int)").pin);
+        assert!(session_hints("create local temporary table t(a int)").pin);
+        assert!(session_hints("DECLARE c CURSOR WITH HOLD FOR SELECT 1").pin);
+        assert!(!session_hints("DECLARE c CURSOR FOR SELECT 1").pin);
+        assert!(session_hints("PREPARE p AS SELECT 1").pin);
+        assert!(session_hints("SET ROLE admin").pin);
+        assert!(!session_hints("SELECT 1").pin);
+        assert!(!session_hints("SELECT $1::int").pin);
+    }
+
+    #[test]
+    fn cheap_precheck() {
+        assert!(!might_touch_session(
+            b"SELECT abalance FROM pgbench_accounts WHERE aid = $1"
+        ));
+        assert!(might_touch_session(b"UPDATE t SET a = 1"));
+        assert!(might_touch_session(b"create TEMP table x()"));
+    }
+
+    #[test]
+    fn listen_commands() {
+        assert_eq!(
+            listen_command("LISTEN Foo;"),
+            Some(ListenCommand::Listen("foo".into()))
+        );
+        assert_eq!(
+            listen_command(" listen \"Foo\"\"x\" "),
+            Some(ListenCommand::Listen("Foo\"x".into()))
+        );
+        assert_eq!(
+            listen_command("UNLISTEN *"),
+            Some(ListenCommand::UnlistenAll)
+        );
+        assert_eq!(
+            listen_command("unlisten a"),
+            Some(ListenCommand::Unlisten("a".into()))
+        );
+        assert_eq!(listen_command("LISTEN a; SELECT 1"), None);
+        assert_eq!(listen_command("LISTEN a b"), None);
+        assert_eq!(quote_identifier("a\"b"), "\"a\"\"b\"");
+    }
+}
