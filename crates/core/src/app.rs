@@ -13,6 +13,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::cancel::CancelRegistry;
 use crate::config::{Config, StoredPassword, Tenant, User};
+use crate::listen::ListenHub;
 use crate::secret::Secret;
 use crate::server::connect::{ServerCredential, ServerTarget};
 use crate::server::pool::{Pool, PoolLimits};
@@ -109,6 +110,13 @@ impl App {
             }
             pool.close_all();
         });
+    }
+
+    /// The LISTEN hub of `pool`, started on first use.
+    pub fn listen_hub(&self, pool: &Arc<Pool>) -> ListenHub {
+        pool.listen_hub
+            .get_or_init(|| ListenHub::spawn(pool.clone(), &self.tasks, pool.closed.clone()))
+            .clone()
     }
 
     /// Records the SCRAM keys recovered from a client's proof, for pass-through logins.

@@ -12,6 +12,7 @@ pub mod client;
 pub mod config;
 pub mod error;
 pub mod framed;
+pub mod listen;
 pub mod listener;
 pub mod params;
 pub mod router;

@@ -72,6 +72,13 @@ pub fn backend_key_data(process_id: u32, secret: u32, out: &mut BytesMut) {
     out.put_u32(secret);
 }
 
+/// CommandComplete with its command tag (e.g. `LISTEN`).
+pub fn command_complete(command: &str, out: &mut BytesMut) {
+    let start = begin(out, tag::COMMAND_COMPLETE);
+    put_cstr(out, command);
+    patch_len(out, start);
+}
+
 /// ReadyForQuery.
 pub fn ready_for_query(status: TransactionStatus, out: &mut BytesMut) {
     out.put_slice(&[tag::READY_FOR_QUERY, 0, 0, 0, 5, status.as_byte()]);

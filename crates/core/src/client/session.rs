@@ -24,6 +24,7 @@ use crate::router::route;
 use crate::server::connect::ConnectError;
 use crate::server::pool::{CheckoutError, Lease, Pool};
 use crate::server::reset::{clean, run_collect_pairs, run_discarding, QueryOutcome};
+use crate::sql_hint::{listen_command, ListenCommand};
 use crate::stream::Stream;
 
 /// A logged-in client.
@@ -45,6 +46,29 @@ struct Session {
     statements: Option<ClientStatements>,
     /// Unreported session settings this client has set (transaction mode).
     settings: SessionSettings,
+    /// Notifications for this client's LISTENs (transaction mode), once it listens.
+    notifications: Option<crate::listen::Inbox>,
+    notification_sink: Option<tokio::sync::mpsc::Sender<bytes::Bytes>>,
+}
+
+/// The next notification, or never when the client listens to nothing.
+async fn next_notification(inbox: &mut Option<crate::listen::Inbox>) -> bytes::Bytes {
+    match inbox {
+        Some(rx) => match rx.recv().await {
+            Some(n) => n,
+            None => std::future::pending().await,
+        },
+        None => std::future::pending().await,
+    }
+}
+
+/// A lone simple-Query LISTEN / UNLISTEN: the whole of what the client sent.
+fn lone_listen(bytes: &[u8]) -> Option<ListenCommand> {
+    let frame = pgwire::frame::decode_frame(bytes, bytes.len()).ok()??;
+    if frame.tag != pgwire::tag::QUERY || frame.wire_len() != bytes.len() {
+        return None;
+    }
+    listen_command(pgwire::frontend::decode_query(frame.body).ok()?)
 }
 
 /// Brings a server's tracked parameters to what the client wants, and takes the
@@ -248,6 +272,8 @@ async fn login(app: &Arc<App>, tcp: TcpStream, peer: SocketAddr) -> Option<Sessi
         statements: (user.mode == PoolMode::Transaction && config.pool.max_prepared_statements > 0)
             .then(ClientStatements::default),
         settings: SessionSettings::default(),
+        notifications: None,
+        notification_sink: None,
     };
     if send(&mut session.stream, &mut out).await.is_err() {
         if let Some(l) = lease {
@@ -290,6 +316,58 @@ impl Session {
             Some(lease) => self.run_session(lease).await,
             None => self.run_transactions().await,
         }
+        if let Some(hub) = self.pool.listen_hub.get() {
+            hub.unlisten_all(self.client_id());
+        }
+    }
+
+    fn client_id(&self) -> u64 {
+        u64::from(self.cancel_key.process_id)
+    }
+
+    /// Answers a lone LISTEN or UNLISTEN through the pool's listener connection.
+    async fn serve_listen(&mut self, command: ListenCommand) -> std::io::Result<()> {
+        let hub = self.app.listen_hub(&self.pool);
+        let client = self.client_id();
+        let mut out = BytesMut::with_capacity(64);
+        match command {
+            ListenCommand::Listen(channel) => {
+                let sink = match &self.notification_sink {
+                    Some(s) => s.clone(),
+                    None => {
+                        let (tx, rx) = tokio::sync::mpsc::channel(crate::listen::CLIENT_QUEUE);
+                        self.notifications = Some(rx);
+                        self.notification_sink = Some(tx.clone());
+                        tx
+                    }
+                };
+                let wait = self.pool.limits().connect_timeout + std::time::Duration::from_secs(5);
+                match tokio::time::timeout(wait, hub.listen(channel, client, sink)).await {
+                    Ok(Ok(())) => backend::command_complete("LISTEN", &mut out),
+                    _ => backend::error_response(
+                        &backend::ErrorFields {
+                            severity: backend::Severity::Error,
+                            code: "08006",
+                            message:
+                                "could not LISTEN: the pooler's listener connection is unavailable",
+                            detail: None,
+                            hint: None,
+                        },
+                        &mut out,
+                    ),
+                }
+            }
+            ListenCommand::Unlisten(channel) => {
+                hub.unlisten(channel, client);
+                backend::command_complete("UNLISTEN", &mut out);
+            }
+            ListenCommand::UnlistenAll => {
+                hub.unlisten_all(client);
+                backend::command_complete("UNLISTEN", &mut out);
+            }
+        }
+        backend::ready_for_query(TransactionStatus::Idle, &mut out);
+        send(&mut self.stream, &mut out).await
     }
 
     /// Transaction mode: wait idle without a buffer or a server; on the first bytes
@@ -303,6 +381,14 @@ impl Session {
                     send_fatal(&mut self.stream, &ClientError::Terminated).await;
                     return;
                 }
+                n = next_notification(&mut self.notifications) => {
+                    // Delivered between transactions, as Postgres does.
+                    let mut out = BytesMut::from(&n[..]);
+                    if send(&mut self.stream, &mut out).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
                 r = self.stream.readable() => if r.is_err() { return },
             }
             let mut relay = RelayState::new(self.max_message);
@@ -312,6 +398,13 @@ impl Session {
                     send_fatal(&mut self.stream, &ClientError::Protocol(e)).await;
                 }
                 return;
+            }
+            if let Some(command) = lone_listen(relay.unread_client_bytes()) {
+                relay.drop_unread_client_bytes();
+                if self.serve_listen(command).await.is_err() {
+                    return;
+                }
+                continue;
             }
             let mut lease = match self.checkout().await {
                 Ok(l) => l,

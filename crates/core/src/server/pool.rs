@@ -59,6 +59,10 @@ pub struct Pool {
     params: ArcSwapOption<Vec<(String, String)>>,
     next_id: AtomicU64,
     pub stats: PoolStats,
+    /// Fires when the pool is closed; tasks serving the pool stop with it.
+    pub closed: tokio_util::sync::CancellationToken,
+    /// The LISTEN hub of this pool, started on the first LISTEN.
+    pub listen_hub: std::sync::OnceLock<crate::listen::ListenHub>,
 }
 
 /// A server connection lent to a client; give it back with [`Pool::release`] or
@@ -79,6 +83,8 @@ impl Pool {
             params: ArcSwapOption::empty(),
             next_id: AtomicU64::new(1),
             stats: PoolStats::default(),
+            closed: tokio_util::sync::CancellationToken::new(),
+            listen_hub: std::sync::OnceLock::new(),
         })
     }
 
@@ -258,6 +264,7 @@ impl Pool {
     /// Closes every idle connection and refuses new checkouts (shutdown).
     pub fn close_all(&self) {
         self.permits.close();
+        self.closed.cancel();
         let idle = std::mem::take(&mut *self.lock_idle());
         for c in idle {
             self.close(c);
