@@ -38,8 +38,6 @@ struct Session {
     cancel: Arc<CancelTarget>,
     max_message: usize,
     reset_query: String,
-    /// The server a session-mode client holds for its whole life.
-    pinned: Option<Lease>,
     /// Session parameters this client has set (at startup or with SET).
     wanted: ParamValues,
     /// Named prepared statements of this client, when tracked (transaction mode).
@@ -49,6 +47,20 @@ struct Session {
     /// Notifications for this client's LISTENs (transaction mode), once it listens.
     notifications: Option<crate::listen::Inbox>,
     notification_sink: Option<tokio::sync::mpsc::Sender<bytes::Bytes>>,
+}
+
+/// What woke an idle transaction-mode client.
+enum Event {
+    Shutdown,
+    Notification(bytes::Bytes),
+    Readable,
+}
+
+/// Whether a client's session goes on after a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    Continue,
+    Stop,
 }
 
 /// The next notification, or never when the client listens to nothing.
@@ -101,11 +113,12 @@ async fn sync_params(
 /// Serves one accepted client connection to its end.
 pub async fn serve(app: Arc<App>, tcp: TcpStream, peer: SocketAddr) {
     let _ = tcp.set_nodelay(true);
-    let Some(session) = login(&app, tcp, peer).await else {
+    // Login state (SCRAM, buffers) lives on the heap only while logging in.
+    let Some((session, pinned)) = Box::pin(login(&app, tcp, peer)).await else {
         return;
     };
     let key = session.cancel_key;
-    session.run().await;
+    session.run(pinned).await;
     app.cancels.unregister(key);
 }
 
@@ -128,7 +141,11 @@ fn client_error_of(e: CheckoutError) -> ClientError {
     }
 }
 
-async fn login(app: &Arc<App>, tcp: TcpStream, peer: SocketAddr) -> Option<Session> {
+async fn login(
+    app: &Arc<App>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+) -> Option<(Session, Option<Lease>)> {
     let config = app.config();
     let deadline = Instant::now() + config.server.auth_timeout;
     let mut buf = BytesMut::new();
@@ -267,7 +284,6 @@ async fn login(app: &Arc<App>, tcp: TcpStream, peer: SocketAddr) -> Option<Sessi
         cancel,
         max_message: config.server.max_message_size,
         reset_query: config.pool.reset_query.clone(),
-        pinned: None,
         wanted,
         statements: (user.mode == PoolMode::Transaction && config.pool.max_prepared_statements > 0)
             .then(ClientStatements::default),
@@ -283,12 +299,15 @@ async fn login(app: &Arc<App>, tcp: TcpStream, peer: SocketAddr) -> Option<Sessi
         return None;
     }
     tracing::debug!(%peer, pool = %session.pool.name, mode = user.mode.as_str(), "client logged in");
-    match (lease, user.mode) {
-        (Some(l), PoolMode::Session) => session.pinned = Some(l),
-        (Some(l), PoolMode::Transaction) => session.pool.release(l),
-        (None, _) => {}
-    }
-    Some(session)
+    let pinned = match (lease, user.mode) {
+        (Some(l), PoolMode::Session) => Some(l),
+        (Some(l), PoolMode::Transaction) => {
+            session.pool.release(l);
+            None
+        }
+        (None, _) => None,
+    };
+    Some((session, pinned))
 }
 
 impl Session {
@@ -311,9 +330,9 @@ impl Session {
         self.pool.checkout().await.map_err(client_error_of)
     }
 
-    async fn run(mut self) {
-        match self.pinned.take() {
-            Some(lease) => self.run_session(lease).await,
+    async fn run(mut self, pinned: Option<Lease>) {
+        match pinned {
+            Some(lease) => Box::pin(self.run_session(lease)).await,
             None => self.run_transactions().await,
         }
         if let Some(hub) = self.pool.listen_hub.get() {
@@ -375,94 +394,114 @@ impl Session {
     /// server back.
     async fn run_transactions(&mut self) {
         loop {
-            tokio::select! {
+            // Only the wait is inline in the client's task; everything else runs
+            // boxed, so an idle client costs little memory.
+            let event = tokio::select! {
                 biased;
-                _ = self.app.shutdown.cancelled() => {
-                    send_fatal(&mut self.stream, &ClientError::Terminated).await;
-                    return;
+                _ = self.app.shutdown.cancelled() => Event::Shutdown,
+                n = next_notification(&mut self.notifications) => Event::Notification(n),
+                r = self.stream.readable() => match r {
+                    Ok(()) => Event::Readable,
+                    Err(_) => return,
+                },
+            };
+            let flow = match event {
+                Event::Shutdown => {
+                    Box::pin(send_fatal(&mut self.stream, &ClientError::Terminated)).await;
+                    Flow::Stop
                 }
-                n = next_notification(&mut self.notifications) => {
-                    // Delivered between transactions, as Postgres does.
-                    let mut out = BytesMut::from(&n[..]);
-                    if send(&mut self.stream, &mut out).await.is_err() {
-                        return;
-                    }
-                    continue;
-                }
-                r = self.stream.readable() => if r.is_err() { return },
-            }
-            let mut relay = RelayState::new(self.max_message);
-            let tracked = self.statements.is_some();
-            if let Some(end) = relay.read_client(&mut self.stream, tracked).await {
-                if let RelayEnd::ClientProtocol(e) = end {
-                    send_fatal(&mut self.stream, &ClientError::Protocol(e)).await;
-                }
+                // Delivered between transactions, as Postgres does.
+                Event::Notification(n) => Box::pin(self.notify(n)).await,
+                Event::Readable => Box::pin(self.transaction()).await,
+            };
+            if flow == Flow::Stop {
                 return;
             }
-            if let Some(command) = lone_listen(relay.unread_client_bytes()) {
-                relay.drop_unread_client_bytes();
-                if self.serve_listen(command).await.is_err() {
-                    return;
-                }
-                continue;
-            }
-            let mut lease = match self.checkout().await {
-                Ok(l) => l,
-                Err(e) => {
-                    tracing::warn!(pool = %self.pool.name, error = %e, "checkout failed");
-                    send_fatal(&mut self.stream, &e).await;
-                    return;
-                }
-            };
-            if let Err(e) = sync_params(&mut self.wanted, &self.settings, &mut lease).await {
-                tracing::warn!(pool = %self.pool.name, error = %e, "cannot apply the client's settings");
-                self.pool.discard(lease);
-                send_fatal(&mut self.stream, &e).await;
-                return;
-            }
-            self.cancel.bind(lease.conn.backend);
-            let end = tokio::select! {
-                end = relay.run(
-                    &mut self.stream,
-                    &mut lease.conn.stream,
-                    self.statements.as_mut().map(|client| StatementCtx {
-                        client,
-                        server: &mut lease.conn.statements,
-                    }),
-                    RelayUntil::TransactionEnd,
-                ) => end,
-                _ = self.app.force.cancelled() => RelayEnd::ClientIo(std::io::ErrorKind::TimedOut.into()),
-            };
-            self.cancel.unbind().await;
-            self.wanted.apply(&relay.param_changes);
-            lease.conn.current.apply(&relay.param_changes);
-            if let RelayEnd::Idle = end {
-                if relay.hints.pin {
-                    // Session state that cannot move (advisory lock, temp table, ...):
-                    // this client keeps this server from now on.
-                    tracing::debug!(pool = %self.pool.name, server = lease.conn.id, "client pinned to its server");
-                    self.run_pinned(lease, relay).await;
-                    return;
-                }
-                if relay.hints.settings {
-                    match run_collect_pairs(&mut lease.conn, READ_SESSION_SETTINGS).await {
-                        Some(rows) => {
-                            self.settings = SessionSettings::from_rows(rows);
-                            lease.conn.settings.clone_from(&self.settings);
-                        }
-                        None => {
-                            self.pool.discard(lease);
-                            send_fatal(&mut self.stream, &ClientError::ServerLost).await;
-                            return;
-                        }
-                    }
-                }
-                self.pool.release(lease);
-                continue;
-            }
-            self.finish(lease, &mut relay, end, None).await;
-            return;
         }
+    }
+
+    async fn notify(&mut self, notification: bytes::Bytes) -> Flow {
+        let mut out = BytesMut::from(&notification[..]);
+        match send(&mut self.stream, &mut out).await {
+            Ok(()) => Flow::Continue,
+            Err(_) => Flow::Stop,
+        }
+    }
+
+    /// Serves one transaction (or one LISTEN) of a transaction-mode client whose
+    /// socket just became readable.
+    async fn transaction(&mut self) -> Flow {
+        let mut relay = RelayState::new(self.max_message);
+        let tracked = self.statements.is_some();
+        if let Some(end) = relay.read_client(&mut self.stream, tracked).await {
+            if let RelayEnd::ClientProtocol(e) = end {
+                send_fatal(&mut self.stream, &ClientError::Protocol(e)).await;
+            }
+            return Flow::Stop;
+        }
+        if let Some(command) = lone_listen(relay.unread_client_bytes()) {
+            relay.drop_unread_client_bytes();
+            return match self.serve_listen(command).await {
+                Ok(()) => Flow::Continue,
+                Err(_) => Flow::Stop,
+            };
+        }
+        let mut lease = match self.checkout().await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(pool = %self.pool.name, error = %e, "checkout failed");
+                send_fatal(&mut self.stream, &e).await;
+                return Flow::Stop;
+            }
+        };
+        if let Err(e) = sync_params(&mut self.wanted, &self.settings, &mut lease).await {
+            tracing::warn!(pool = %self.pool.name, error = %e, "cannot apply the client's settings");
+            self.pool.discard(lease);
+            send_fatal(&mut self.stream, &e).await;
+            return Flow::Stop;
+        }
+        self.cancel.bind(lease.conn.backend);
+        let end = tokio::select! {
+            end = relay.run(
+                &mut self.stream,
+                &mut lease.conn.stream,
+                self.statements.as_mut().map(|client| StatementCtx {
+                    client,
+                    server: &mut lease.conn.statements,
+                }),
+                RelayUntil::TransactionEnd,
+            ) => end,
+            _ = self.app.force.cancelled() => RelayEnd::ClientIo(std::io::ErrorKind::TimedOut.into()),
+        };
+        self.cancel.unbind().await;
+        self.wanted.apply(&relay.param_changes);
+        lease.conn.current.apply(&relay.param_changes);
+        if !matches!(end, RelayEnd::Idle) {
+            self.finish(lease, &mut relay, end, None).await;
+            return Flow::Stop;
+        }
+        if relay.hints.pin {
+            // Session state that cannot move (advisory lock, temp table, ...): this
+            // client keeps this server from now on.
+            tracing::debug!(pool = %self.pool.name, server = lease.conn.id, "client pinned to its server");
+            self.run_pinned(lease, relay).await;
+            return Flow::Stop;
+        }
+        if relay.hints.settings {
+            match run_collect_pairs(&mut lease.conn, READ_SESSION_SETTINGS).await {
+                Some(rows) => {
+                    self.settings = SessionSettings::from_rows(rows);
+                    lease.conn.settings.clone_from(&self.settings);
+                }
+                None => {
+                    self.pool.discard(lease);
+                    send_fatal(&mut self.stream, &ClientError::ServerLost).await;
+                    return Flow::Stop;
+                }
+            }
+        }
+        self.pool.release(lease);
+        Flow::Continue
     }
 
     /// Session mode: relay for the client's life; on shutdown, stop at the next idle
@@ -542,5 +581,44 @@ impl Session {
             return;
         }
         self.pool.release(lease);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every idle client keeps its task's future in memory: keep it small (the state
+    /// of a transaction in progress lives on the heap only while it runs).
+    #[tokio::test]
+    async fn client_future_is_small() {
+        let config = crate::config::Config::from_toml(
+            r#"
+            [[tenants]]
+            external_id = "t"
+            db_host = "127.0.0.1"
+            db_database = "d"
+            [[tenants.users]]
+            db_user = "u"
+            db_password = "p"
+            "#,
+        )
+        .unwrap();
+        let app = App::new(config).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (tcp, peer) = listener.accept().await.unwrap();
+        let future = serve(app, tcp, peer);
+        let size = std::mem::size_of_val(&future);
+        eprintln!(
+            "client future: {size} bytes; Session {} Stream {} ParamValues {} SessionSettings {} Lease {}",
+            std::mem::size_of::<Session>(),
+            std::mem::size_of::<Stream>(),
+            std::mem::size_of::<ParamValues>(),
+            std::mem::size_of::<SessionSettings>(),
+            std::mem::size_of::<Lease>(),
+        );
+        assert!(size <= 2048, "client future is {size} bytes");
     }
 }
