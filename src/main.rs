@@ -114,10 +114,11 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     init_logging(config.server.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = match std::env::var("TIDEPOOL_RUNTIME").as_deref() {
+        Ok("current") => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("tidepool: cannot start runtime: {e}");

@@ -725,7 +725,6 @@ async fn a_failed_parse_leaves_no_statement_behind() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: a Parse the pooler answers itself keeps the client's name even when an earlier error makes Postgres skip it (rewrite.rs Rewriter::parse)"]
 async fn a_parse_the_pooler_would_answer_is_skipped_after_an_error_like_on_postgres() {
     let setup = Setup::single(1, PoolMode::Transaction).await;
     let mut client = setup.client().await;
@@ -766,7 +765,6 @@ async fn a_parse_the_pooler_would_answer_is_skipped_after_an_error_like_on_postg
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: a Close answered by the pooler forgets the client's name even when an earlier error makes Postgres skip it (rewrite.rs, tag::CLOSE)"]
 async fn a_close_skipped_after_an_error_keeps_the_statement_like_on_postgres() {
     let setup = Setup::single(1, PoolMode::Transaction).await;
     let mut client = setup.client().await;
@@ -1255,7 +1253,6 @@ async fn pgbench_prepared_tpcb_through_a_small_pool() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: a Parse sent in the same write after DISCARD ALL is answered from the cache the DISCARD is about to empty (rewrite.rs Rewriter::parse, relay/from_server.rs Observer::body)"]
 async fn a_parse_pipelined_after_discard_all_reaches_the_server() {
     let setup = Setup::single(1, PoolMode::Transaction).await;
     let mut client = setup.client().await;
@@ -1296,7 +1293,6 @@ async fn a_parse_pipelined_after_discard_all_reaches_the_server() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: SQL DEALLOCATE of a statement prepared over the protocol reaches the server under the client's name, which the server does not know (26000)"]
 async fn sql_deallocate_of_a_protocol_statement_works_like_on_postgres() {
     // Some drivers prepare over the protocol but deallocate with SQL (Ruby on
     // Rails' statement pool does).

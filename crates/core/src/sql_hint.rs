@@ -209,6 +209,37 @@ pub fn listen_command(sql: &str) -> Option<ListenCommand> {
     }
 }
 
+/// True when `sql` may drop prepared statements (DISCARD ALL, DEALLOCATE): later
+/// messages must wait for its outcome before the pooler decides anything about
+/// statements.
+pub fn may_drop_statements(sql: &str) -> bool {
+    let b = sql.as_bytes();
+    [&b"discard"[..], b"deallocate"]
+        .iter()
+        .any(|w| b.windows(w.len()).any(|x| x.eq_ignore_ascii_case(w)))
+}
+
+/// The statement name of a lone `DEALLOCATE [PREPARE] name` (not `ALL`).
+pub fn deallocate_target(sql: &str) -> Option<String> {
+    let stmts = statements(sql);
+    let [stmt] = stmts.as_slice() else {
+        return None;
+    };
+    let (keyword, rest) = stmt.split_once(char::is_whitespace)?;
+    if !keyword.eq_ignore_ascii_case("deallocate") {
+        return None;
+    }
+    let rest = rest.trim();
+    let rest = match rest.split_once(char::is_whitespace) {
+        Some((p, name)) if p.eq_ignore_ascii_case("prepare") => name.trim(),
+        _ => rest,
+    };
+    if rest.eq_ignore_ascii_case("all") {
+        return None;
+    }
+    identifier(rest)
+}
+
 /// One SQL identifier making up all of `s`.
 fn identifier(s: &str) -> Option<String> {
     if let Some(inner) = s.strip_prefix('"') {
@@ -269,6 +300,19 @@ mod tests {
         ));
         assert!(might_touch_session(b"UPDATE t SET a = 1"));
         assert!(might_touch_session(b"create TEMP table x()"));
+    }
+
+    #[test]
+    fn deallocate() {
+        assert_eq!(deallocate_target("DEALLOCATE s1"), Some("s1".into()));
+        assert_eq!(
+            deallocate_target("deallocate prepare \"S1\";"),
+            Some("S1".into())
+        );
+        assert_eq!(deallocate_target("DEALLOCATE ALL"), None);
+        assert_eq!(deallocate_target("DEALLOCATE a; SELECT 1"), None);
+        assert!(may_drop_statements("discard all"));
+        assert!(!may_drop_statements("select 1"));
     }
 
     #[test]

@@ -11,7 +11,11 @@
 
 use std::collections::VecDeque;
 
+use std::sync::Arc;
+
 use pgwire::tag;
+
+use super::statements::Statement;
 
 /// Which message ends the response to a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,11 +52,25 @@ impl ResponseEnd {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Undo {
     None,
-    /// A Parse of a client's named statement: forget the client name and, on the
-    /// server, the pooler-wide name.
+    /// A Parse of a client's named statement sent to the server: give the client
+    /// name its previous meaning and forget the pooler-wide name on the server.
     ClientParse {
         client_name: Box<str>,
         global: Box<str>,
+        previous: Option<Arc<Statement>>,
+    },
+    /// A Parse of a client's named statement the pooler answered: give the client
+    /// name its previous meaning.
+    AnsweredParse {
+        client_name: Box<str>,
+        global: Box<str>,
+        previous: Option<Arc<Statement>>,
+    },
+    /// A Close of a client's named statement the pooler answered: the client still
+    /// has the statement.
+    AnsweredClose {
+        client_name: Box<str>,
+        statement: Arc<Statement>,
     },
     /// A Parse the pooler added: forget the pooler-wide name on the server.
     AddedParse {
@@ -72,7 +90,7 @@ enum Entry {
     /// A request the pooler added: drop its response.
     Hidden { end: ResponseEnd, undo: Undo },
     /// A request the pooler answers itself with this message.
-    Answer(&'static [u8]),
+    Answer(&'static [u8], Undo),
 }
 
 /// ParseComplete as the pooler sends it.
@@ -117,9 +135,9 @@ impl ResponsePlan {
     }
 
     /// A request the pooler answers itself. Answers due at once are written to `out`.
-    pub fn answer(&mut self, message: &'static [u8], out: &mut Vec<u8>) {
+    pub fn answer(&mut self, message: &'static [u8], undo: Undo, out: &mut Vec<u8>) {
         self.special += 1;
-        self.entries.push_back(Entry::Answer(message));
+        self.entries.push_back(Entry::Answer(message, undo));
         self.release_answers(out);
     }
 
@@ -133,7 +151,7 @@ impl ResponsePlan {
 
     /// Writes the answers that are now at the head of the queue.
     fn release_answers(&mut self, out: &mut Vec<u8>) {
-        while let Some(Entry::Answer(msg)) = self.entries.front() {
+        while let Some(Entry::Answer(msg, _)) = self.entries.front() {
             out.extend_from_slice(msg);
             self.pop();
         }
@@ -160,7 +178,7 @@ impl ResponsePlan {
             Some(Entry::Hidden { .. }) => Verdict::Drop,
             // Answers never wait at the head: they are released as soon as they get
             // there. Forward whatever this is rather than lose it.
-            Some(Entry::Answer(_)) => return Verdict::Forward,
+            Some(Entry::Answer(..)) => return Verdict::Forward,
         };
         let (end, is_error) = match self.entries.front() {
             Some(Entry::Forward { end, .. } | Entry::Hidden { end, .. }) => {
@@ -200,7 +218,10 @@ impl ResponsePlan {
 }
 
 fn push_undo(entry: Option<Entry>, undo: &mut Vec<Undo>) {
-    if let Some(Entry::Forward { undo: u, .. } | Entry::Hidden { undo: u, .. }) = entry {
+    if let Some(
+        Entry::Forward { undo: u, .. } | Entry::Hidden { undo: u, .. } | Entry::Answer(_, u),
+    ) = entry
+    {
         if u != Undo::None {
             undo.push(u);
         }
@@ -226,7 +247,7 @@ mod tests {
     fn answer_released_immediately_when_nothing_is_owed() {
         let mut plan = ResponsePlan::default();
         let mut out = Vec::new();
-        plan.answer(PARSE_COMPLETE, &mut out);
+        plan.answer(PARSE_COMPLETE, Undo::None, &mut out);
         assert_eq!(out, PARSE_COMPLETE);
         assert!(plan.is_empty() && plan.is_plain());
     }
@@ -237,7 +258,7 @@ mod tests {
         let mut now = Vec::new();
         plan.forward(ResponseEnd::BindComplete, Undo::None);
         plan.forward(ResponseEnd::ExecuteDone, Undo::None);
-        plan.answer(PARSE_COMPLETE, &mut now);
+        plan.answer(PARSE_COMPLETE, Undo::None, &mut now);
         plan.forward(ResponseEnd::BindComplete, Undo::None);
         plan.forward(ResponseEnd::Ready, Undo::None);
         assert!(now.is_empty());
@@ -282,12 +303,13 @@ mod tests {
             Undo::AddedParse { global: "g".into() },
         );
         plan.forward(ResponseEnd::BindComplete, Undo::None);
-        plan.answer(CLOSE_COMPLETE, &mut now);
+        plan.answer(CLOSE_COMPLETE, Undo::None, &mut now);
         plan.forward(
             ResponseEnd::ParseComplete,
             Undo::ClientParse {
                 client_name: "s2".into(),
                 global: "h".into(),
+                previous: None,
             },
         );
         plan.forward(ResponseEnd::Ready, Undo::None);

@@ -78,10 +78,17 @@ impl Rewriter<'_> {
             tag::CLOSE => match frame.body.split_first() {
                 Some((b'S', rest)) if rest.first().is_some_and(|&b| b != 0) => {
                     let (name, _) = split_cstr(rest, "Close")?;
+                    let name = name_str(name, "Close")?;
                     // Other clients may use the same server-side statement: keep it,
                     // forget the client's name, and answer for the server.
-                    self.client.remove(name_str(name, "Close")?);
-                    self.plan.answer(CLOSE_COMPLETE, to_client);
+                    let undo = match self.client.remove(name) {
+                        Some(statement) => Undo::AnsweredClose {
+                            client_name: name.into(),
+                            statement,
+                        },
+                        None => Undo::None,
+                    };
+                    self.plan.answer(CLOSE_COMPLETE, undo, to_client);
                 }
                 _ => {
                     to_server.put_slice(raw);
@@ -92,7 +99,13 @@ impl Rewriter<'_> {
                 to_server.put_slice(raw);
                 self.plan.forward(ResponseEnd::ExecuteDone, Undo::None);
             }
-            tag::SYNC | tag::QUERY | tag::FUNCTION_CALL => {
+            tag::QUERY => {
+                if !self.deallocate(frame.body, to_server)? {
+                    to_server.put_slice(raw);
+                }
+                self.plan.forward(ResponseEnd::Ready, Undo::None);
+            }
+            tag::SYNC | tag::FUNCTION_CALL => {
                 to_server.put_slice(raw);
                 self.plan.forward(ResponseEnd::Ready, Undo::None);
             }
@@ -129,9 +142,15 @@ impl Rewriter<'_> {
         }
         let name = name_str(name, "Parse")?;
         let statement = Arc::new(Statement::from_parse_rest(rest));
+        let previous = self.client.get(name).cloned();
         self.client.insert(name, statement.clone());
         if self.server.touch(&statement.global) {
-            self.plan.answer(PARSE_COMPLETE, to_client);
+            let undo = Undo::AnsweredParse {
+                client_name: name.into(),
+                global: statement.global.clone(),
+                previous,
+            };
+            self.plan.answer(PARSE_COMPLETE, undo, to_client);
             return Ok(());
         }
         self.evict_for(&statement.global, to_server);
@@ -141,6 +160,7 @@ impl Rewriter<'_> {
             Undo::ClientParse {
                 client_name: name.into(),
                 global: statement.global.clone(),
+                previous,
             },
         );
         Ok(())
@@ -206,18 +226,58 @@ impl Rewriter<'_> {
                 Undo::ClientParse {
                     client_name,
                     global,
+                    previous,
                 } => {
-                    if self
-                        .client
-                        .get(client_name)
-                        .is_some_and(|s| s.global == *global)
-                    {
-                        self.client.remove(client_name);
-                    }
+                    self.restore_name(client_name, global, previous);
                     self.server.remove(global);
                 }
+                Undo::AnsweredParse {
+                    client_name,
+                    global,
+                    previous,
+                } => self.restore_name(client_name, global, previous),
+                Undo::AnsweredClose {
+                    client_name,
+                    statement,
+                } => self.client.insert(client_name, statement.clone()),
                 Undo::AddedParse { global } => self.server.remove(global),
                 Undo::AddedClose { global } => self.server.restore(global),
+            }
+        }
+    }
+}
+
+impl Rewriter<'_> {
+    /// SQL `DEALLOCATE name` of a statement the client prepared with Parse: it lives
+    /// under its pooler-wide name, so deallocate that (preparing it first on a server
+    /// that lacks it, so the command succeeds as it would on Postgres). Returns
+    /// false when the query is something else, to be forwarded as it is.
+    fn deallocate(&mut self, body: &[u8], to_server: &mut BytesMut) -> Result<bool, WireError> {
+        let sql = pgwire::frontend::decode_query(body)?;
+        if !crate::sql_hint::may_drop_statements(sql) {
+            return Ok(false);
+        }
+        let Some(statement) =
+            crate::sql_hint::deallocate_target(sql).and_then(|name| self.client.remove(&name))
+        else {
+            return Ok(false);
+        };
+        self.ensure_prepared(&statement, to_server);
+        self.server.remove(&statement.global);
+        let mut query = BytesMut::new();
+        pgwire::frontend::query(&format!("DEALLOCATE {}", statement.global), &mut query);
+        to_server.put_slice(&query);
+        Ok(true)
+    }
+
+    /// Gives `name` back the meaning it had before a Parse that did not happen.
+    fn restore_name(&mut self, name: &str, global: &str, previous: &Option<Arc<Statement>>) {
+        if self.client.get(name).is_some_and(|s| &*s.global == global) {
+            match previous {
+                Some(p) => self.client.insert(name, p.clone()),
+                None => {
+                    self.client.remove(name);
+                }
             }
         }
     }

@@ -8,7 +8,7 @@ use pgwire::{frame::Frame, tag, MessageHead, WireError};
 use super::{RelayEnd, RelayState, StatementCtx};
 use crate::client::rewrite::Rewriter;
 use crate::client::txn::ClientIntent;
-use crate::sql_hint::session_hints;
+use crate::sql_hint::{may_drop_statements, session_hints};
 
 /// Client messages up to this size are taken whole; larger ones that need no rewrite
 /// (a long Query, COPY data) stream through as they arrive.
@@ -61,6 +61,9 @@ impl RelayState {
         let inbox = &mut self.client_inbox;
         let out = &mut self.to_server.out;
         let end = loop {
+            if self.barrier {
+                break None;
+            }
             if self.client_stream_left > 0 {
                 let take = self.client_stream_left.min(inbox.len());
                 if take == 0 {
@@ -108,13 +111,21 @@ impl RelayState {
                         .map(|(_, q)| q),
                     _ => None,
                 };
+                let mut barrier = false;
                 if let Some(sql) = sql {
                     let h = session_hints(sql);
                     self.hints.settings |= h.settings;
                     self.hints.pin |= h.pin;
+                    barrier = msg_tag == tag::QUERY && may_drop_statements(sql);
                 }
                 if let Err(e) = rewriter.on_client_message(frame, &raw, out, &mut answers) {
                     break Some(RelayEnd::ClientProtocol(e));
+                }
+                if barrier {
+                    // What follows may depend on statements this query drops: wait for
+                    // its outcome before deciding (see `resume_after_barrier`).
+                    self.barrier = true;
+                    break None;
                 }
             } else {
                 if msg_tag == tag::QUERY {

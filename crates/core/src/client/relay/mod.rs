@@ -91,6 +91,9 @@ pub struct RelayState {
     max_client_message: usize,
     /// What the client's SQL may have done to session state (statement tracking).
     pub hints: SessionHints,
+    /// A query that may drop prepared statements is in flight: later client messages
+    /// wait in the inbox until its responses are in.
+    barrier: bool,
 }
 
 impl RelayState {
@@ -112,6 +115,7 @@ impl RelayState {
             held_answers: Vec::new(),
             max_client_message,
             hints: SessionHints::default(),
+            barrier: false,
         }
     }
 
@@ -129,6 +133,7 @@ impl RelayState {
             && self.server_inbox.is_empty()
             && self.held_answers.is_empty()
             && self.plan.is_empty()
+            && !self.barrier
     }
 
     /// The client bytes read before a server was bound (statement tracking).
@@ -216,7 +221,7 @@ impl RelayState {
             if let Poll::Ready(Err(e)) = self.to_client.poll_drain(client, cx) {
                 return Poll::Ready(RelayEnd::ClientIo(e));
             }
-            if self.to_server.is_drained() {
+            if self.to_server.is_drained() && !self.barrier {
                 if let Some(end) = self.client_end.take() {
                     return Poll::Ready(end);
                 }
@@ -245,6 +250,12 @@ impl RelayState {
                     Poll::Ready(Ok(n)) => {
                         if let Err(e) = self.ingest_server(n, statements.as_deref_mut()) {
                             return Poll::Ready(RelayEnd::ServerProtocol(e));
+                        }
+                        if self.barrier && self.plan.is_empty() {
+                            self.barrier = false;
+                            if let Some(ctx) = statements.as_deref_mut() {
+                                self.client_end = self.ingest_client(0, ctx);
+                            }
                         }
                         progress = true;
                     }
