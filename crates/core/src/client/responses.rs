@@ -322,7 +322,8 @@ mod tests {
                 Undo::AddedParse { global: "g".into() },
                 Undo::ClientParse {
                     client_name: "s2".into(),
-                    global: "h".into()
+                    global: "h".into(),
+                    previous: None,
                 }
             ]
         );
