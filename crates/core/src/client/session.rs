@@ -80,6 +80,12 @@ fn lone_listen(bytes: &[u8]) -> Option<ListenCommand> {
     if frame.tag != pgwire::tag::QUERY || frame.wire_len() != bytes.len() {
         return None;
     }
+    // Cheap test first: this runs for every transaction.
+    let start = frame.body.iter().position(|b| !b.is_ascii_whitespace())?;
+    let head = frame.body.get(start..start + 6)?;
+    if !head.eq_ignore_ascii_case(b"listen") && !head.eq_ignore_ascii_case(b"unlist") {
+        return None;
+    }
     listen_command(pgwire::frontend::decode_query(frame.body).ok()?)
 }
 
