@@ -1311,3 +1311,32 @@ async fn sql_deallocate_of_a_protocol_statement_works_like_on_postgres() {
     .await;
     assert_eq!(answer, "E(26000) Z(I)");
 }
+
+/// Large messages stream through instead of being held whole: a Bind of a named
+/// statement with a 300 KB parameter (its head is renamed, its body streamed) and
+/// a 200 KB unnamed Parse, each while another client shares the single server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_binds_and_parses_stream_through() {
+    let setup = Setup::single(1, PoolMode::Transaction).await;
+    let a = common::connect(&setup.url()).await;
+    let b = common::connect(&setup.url()).await;
+    let statement = a
+        .prepare("SELECT length($1::text), md5($1::text)")
+        .await
+        .unwrap();
+    let big: String = (0..300_000)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    for round in 0..3 {
+        let row = a.query_one(&statement, &[&big]).await.unwrap();
+        assert_eq!(row.get::<_, i32>(0), 300_000, "round {round}");
+        let other = b.query_one("SELECT $1::int + 1", &[&round]).await.unwrap();
+        assert_eq!(other.get::<_, i32>(0), round + 1);
+    }
+    // A statement whose text is larger than the pooler takes whole by default.
+    let long_sql = format!("SELECT length('{}')", "y".repeat(200_000));
+    let row = a.query_one(long_sql.as_str(), &[]).await.unwrap();
+    assert_eq!(row.get::<_, i32>(0), 200_000);
+    let row = a.query_one(&statement, &[&"xyz"]).await.unwrap();
+    assert_eq!(row.get::<_, i32>(0), 3);
+}

@@ -115,6 +115,34 @@ impl Rewriter<'_> {
         Ok(())
     }
 
+    /// The head of a Bind too large to take whole: `head` is its tag, length, portal
+    /// and statement name; `rest_len` bytes of body follow and stream through
+    /// untouched. Writes the head with the statement renamed (after a Parse if the
+    /// server lacks it).
+    pub fn bind_head(
+        &mut self,
+        head: &[u8],
+        portal: &[u8],
+        statement: &[u8],
+        rest_len: usize,
+        to_server: &mut BytesMut,
+    ) -> Result<(), WireError> {
+        match self.named(statement)? {
+            None => to_server.put_slice(head),
+            Some(s) => {
+                self.ensure_prepared(&s, to_server);
+                to_server.put_u8(tag::BIND);
+                to_server.put_i32((4 + portal.len() + 1 + s.global.len() + 1 + rest_len) as i32);
+                to_server.put_slice(portal);
+                to_server.put_u8(0);
+                to_server.put_slice(s.global.as_bytes());
+                to_server.put_u8(0);
+            }
+        }
+        self.plan.forward(ResponseEnd::BindComplete, Undo::None);
+        Ok(())
+    }
+
     /// Notes a large message streamed through without rewriting (a long Query, COPY
     /// data), for the order of responses.
     pub fn note_streamed(&mut self, msg_tag: u8) {
@@ -123,6 +151,7 @@ impl Rewriter<'_> {
                 self.plan.forward(ResponseEnd::Ready, Undo::None)
             }
             tag::EXECUTE => self.plan.forward(ResponseEnd::ExecuteDone, Undo::None),
+            tag::PARSE => self.plan.forward(ResponseEnd::ParseComplete, Undo::None),
             _ => {}
         }
     }

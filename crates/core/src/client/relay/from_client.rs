@@ -13,6 +13,10 @@ use crate::sql_hint::{may_drop_statements, session_hints};
 /// Client messages up to this size are taken whole; larger ones that need no rewrite
 /// (a long Query, COPY data) stream through as they arrive.
 const STREAM_THRESHOLD: usize = 64 * 1024;
+/// A named statement's Parse must be taken whole; beyond this it is refused.
+const MAX_NAMED_PARSE: usize = 64 << 20;
+/// Portal and statement names of a Bind must fit in this many bytes.
+const MAX_BIND_NAMES: usize = 1024;
 
 impl RelayState {
     /// Scans `n` fresh client bytes forwarded untouched; cuts a Terminate out.
@@ -93,8 +97,56 @@ impl RelayState {
                 inbox.clear();
                 break Some(RelayEnd::ClientTerminated);
             }
-            let rewritable = matches!(msg_tag, tag::PARSE | tag::BIND | tag::DESCRIBE | tag::CLOSE);
-            if rewritable || total <= STREAM_THRESHOLD {
+            // Messages are taken whole when small, or when they must be rewritten and
+            // are bounded (a named Parse, Describe, Close); a large Bind has only its
+            // head rewritten; everything else large streams through.
+            let named_parse = msg_tag == tag::PARSE && head.first_byte.is_some_and(|b| b != 0);
+            let whole = match msg_tag {
+                tag::DESCRIBE | tag::CLOSE if total > STREAM_THRESHOLD => {
+                    break Some(RelayEnd::ClientProtocol(WireError::TooLong {
+                        len: total,
+                        max: STREAM_THRESHOLD,
+                    }));
+                }
+                tag::PARSE if named_parse && total > MAX_NAMED_PARSE => {
+                    break Some(RelayEnd::ClientProtocol(WireError::TooLong {
+                        len: total,
+                        max: MAX_NAMED_PARSE,
+                    }));
+                }
+                tag::DESCRIBE | tag::CLOSE => true,
+                _ => named_parse || total <= STREAM_THRESHOLD,
+            };
+            if msg_tag == tag::BIND && !whole {
+                // Portal and statement names lie within the first bytes of the body.
+                let window = &inbox[5..inbox.len().min(total).min(5 + MAX_BIND_NAMES)];
+                let mut nuls = window
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, b)| **b == 0)
+                    .map(|(i, _)| i);
+                let (Some(p1), Some(p2)) = (nuls.next(), nuls.next()) else {
+                    if window.len() == MAX_BIND_NAMES {
+                        break Some(RelayEnd::ClientProtocol(WireError::Malformed {
+                            what: "Bind (names too long)",
+                        }));
+                    }
+                    break None;
+                };
+                self.tracker.on_client_message(&head);
+                let head_len = 5 + p2 + 1;
+                let (portal, statement) = (&window[..p1], &window[p1 + 1..p2]);
+                let rest_len = total - head_len;
+                if let Err(e) =
+                    rewriter.bind_head(&inbox[..head_len], portal, statement, rest_len, out)
+                {
+                    break Some(RelayEnd::ClientProtocol(e));
+                }
+                inbox.advance(head_len);
+                self.client_stream_left = rest_len;
+                continue;
+            }
+            if whole {
                 if inbox.len() < total {
                     break None;
                 }
@@ -128,7 +180,7 @@ impl RelayState {
                     break None;
                 }
             } else {
-                if msg_tag == tag::QUERY {
+                if matches!(msg_tag, tag::QUERY | tag::PARSE) {
                     // Too long to look at whole: assume the worst about settings.
                     self.hints.settings = true;
                 }
