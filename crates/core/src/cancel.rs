@@ -38,7 +38,7 @@ pub struct ClientKey {
 #[derive(Debug)]
 pub struct CancelTarget {
     /// `host:port` of the client's upstream.
-    upstream: String,
+    upstream: Arc<str>,
     /// The bound backend as `process_id << 32 | secret`, 0 when none is bound.
     backend: AtomicU64,
     in_flight: AtomicU32,
@@ -93,7 +93,7 @@ impl CancelRegistry {
     }
 
     /// Issues a fresh key for a client of `upstream` (`host:port`).
-    pub fn register(&self, upstream: String) -> (ClientKey, Arc<CancelTarget>) {
+    pub fn register(&self, upstream: Arc<str>) -> (ClientKey, Arc<CancelTarget>) {
         let target = Arc::new(CancelTarget {
             upstream,
             backend: AtomicU64::new(0),

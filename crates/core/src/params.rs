@@ -7,6 +7,8 @@
 //! (SET, RESET, SET LOCAL and its end, DISCARD ALL, a function's SET clause) reaches
 //! the pooler as ParameterStatus.
 
+use std::sync::Arc;
+
 /// The parameters tracked per client and per server, in a fixed order.
 pub const TRACKED: [&str; 6] = [
     "application_name",
@@ -24,7 +26,7 @@ const MAX_APPLICATION_NAME: usize = 63;
 
 /// Values of the tracked parameters; `None` where unknown.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ParamValues([Option<Box<str>>; TRACKED.len()]);
+pub struct ParamValues([Option<Arc<str>>; TRACKED.len()]);
 
 /// Position of a tracked parameter (names are case-insensitive, as in SET).
 pub fn tracked_index(name: &str) -> Option<usize> {

@@ -32,12 +32,12 @@ struct Session {
     app: Arc<App>,
     stream: Stream,
     pool: Arc<Pool>,
-    tenant_id: String,
-    user_name: String,
+    /// The tenant and user at login; after a reload their names find the new ones.
+    tenant: Arc<crate::config::Tenant>,
+    user: Arc<User>,
     cancel_key: ClientKey,
     cancel: Arc<CancelTarget>,
     max_message: usize,
-    reset_query: String,
     /// Session parameters this client has set (at startup or with SET).
     wanted: ParamValues,
     /// Named prepared statements of this client, when tracked (transaction mode).
@@ -120,7 +120,7 @@ async fn sync_params(
 pub async fn serve(app: Arc<App>, tcp: TcpStream, peer: SocketAddr) {
     let _ = tcp.set_nodelay(true);
     // Login state (SCRAM, buffers) lives on the heap only while logging in.
-    let Some((session, pinned)) = Box::pin(login(&app, tcp, peer)).await else {
+    let Some((mut session, pinned)) = Box::pin(login(&app, tcp, peer)).await else {
         return;
     };
     let key = session.cancel_key;
@@ -151,7 +151,7 @@ async fn login(
     app: &Arc<App>,
     tcp: TcpStream,
     peer: SocketAddr,
-) -> Option<(Session, Option<Lease>)> {
+) -> Option<(Session, Option<Box<Lease>>)> {
     let config = app.config();
     let deadline = Instant::now() + config.server.auth_timeout;
     let mut buf = BytesMut::new();
@@ -233,11 +233,10 @@ async fn login(
     // settings other than application_name also need a server, which alone knows the
     // canonical form of a value ("ISO" becomes "ISO, MDY").
     let startup = || params.params.iter().map(|(k, v)| (k.as_str(), v.as_str()));
-    let needs_server = match pool.server_params() {
+    let needs_server = match pool.default_values() {
         None => true,
-        Some(known) => {
-            let defaults = ParamValues::from_reported(&known);
-            let mut wanted = defaults.clone();
+        Some(defaults) => {
+            let mut wanted = (*defaults).clone();
             wanted.overlay_startup(startup());
             !wanted.same_except_application_name(&defaults)
         }
@@ -258,7 +257,11 @@ async fn login(
         Some(l) => l.conn.params.clone(),
         None => pool.server_params().unwrap_or_default(),
     };
-    let mut wanted = ParamValues::from_reported(&server_params);
+    // Shares the pool's values (no copy) unless the client set its own.
+    let mut wanted = match pool.default_values() {
+        Some(defaults) => (*defaults).clone(),
+        None => ParamValues::from_reported(&server_params),
+    };
     wanted.overlay_startup(startup());
     if let Some(l) = lease.as_mut() {
         if let Err(e) = sync_params(&mut wanted, &SessionSettings::default(), l).await {
@@ -269,9 +272,7 @@ async fn login(
             return None;
         }
     }
-    let (cancel_key, cancel) = app
-        .cancels
-        .register(format!("{}:{}", route.tenant.host, route.tenant.port));
+    let (cancel_key, cancel) = app.cancels.register(pool.upstream_addr.clone());
 
     backend::auth_ok(&mut out);
     for (name, value) in server_params.iter() {
@@ -284,12 +285,11 @@ async fn login(
         app: app.clone(),
         stream,
         pool,
-        tenant_id: route.tenant.id.clone(),
-        user_name: user.name.clone(),
+        tenant: route.tenant.clone(),
+        user: user.clone(),
         cancel_key,
         cancel,
         max_message: config.server.max_message_size,
-        reset_query: config.pool.reset_query.clone(),
         wanted,
         statements: (user.mode == PoolMode::Transaction && config.pool.max_prepared_statements > 0)
             .then(ClientStatements::default),
@@ -306,7 +306,7 @@ async fn login(
     }
     tracing::debug!(%peer, pool = %session.pool.name, mode = user.mode.as_str(), "client logged in");
     let pinned = match (lease, user.mode) {
-        (Some(l), PoolMode::Session) => Some(l),
+        (Some(l), PoolMode::Session) => Some(Box::new(l)),
         (Some(l), PoolMode::Transaction) => {
             session.pool.release(l);
             None
@@ -326,8 +326,8 @@ impl Session {
         }
         let config = self.app.config();
         let (tenant, user) = config
-            .tenant(&self.tenant_id)
-            .and_then(|t| t.user(&self.user_name).map(|u| (t.clone(), u.clone())))
+            .tenant(&self.tenant.id)
+            .and_then(|t| t.user(&self.user.name).map(|u| (t.clone(), u.clone())))
             .ok_or(ClientError::Removed)?;
         self.pool = self
             .app
@@ -336,9 +336,9 @@ impl Session {
         self.pool.checkout().await.map_err(client_error_of)
     }
 
-    async fn run(mut self, pinned: Option<Lease>) {
+    async fn run(&mut self, pinned: Option<Box<Lease>>) {
         match pinned {
-            Some(lease) => Box::pin(self.run_session(lease)).await,
+            Some(lease) => Box::pin(self.run_session(*lease)).await,
             None => self.run_transactions().await,
         }
         if let Some(hub) = self.pool.listen_hub.get() {
@@ -544,7 +544,7 @@ impl Session {
         if let RelayEnd::Idle = end {
             send_fatal(&mut self.stream, &ClientError::Terminated).await;
         }
-        let reset = self.reset_query.clone();
+        let reset = self.app.config().pool.reset_query.clone();
         self.finish(lease, &mut relay, end, Some(&reset)).await;
     }
 
@@ -625,6 +625,6 @@ mod tests {
             std::mem::size_of::<SessionSettings>(),
             std::mem::size_of::<Lease>(),
         );
-        assert!(size <= 2048, "client future is {size} bytes");
+        assert!(size <= 1024, "client future is {size} bytes");
     }
 }

@@ -15,6 +15,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use super::conn::ServerConn;
 use super::connect::{connect, ConnectError, ServerTarget};
 use crate::client::statements::ServerStatements;
+use crate::params::ParamValues;
 
 /// Limits of a pool; swapped on reload.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +52,10 @@ pub struct PoolStats {
 
 pub struct Pool {
     pub name: String,
+    /// `host:port` of the upstream, shared by every client's cancel target.
+    pub upstream_addr: Arc<str>,
+    /// Tracked parameter values of a fresh server connection, shared by clients.
+    default_values: ArcSwapOption<ParamValues>,
     target: ServerTarget,
     limits: arc_swap::ArcSwap<PoolLimits>,
     permits: Arc<Semaphore>,
@@ -76,6 +81,8 @@ impl Pool {
     pub fn new(name: String, target: ServerTarget, limits: PoolLimits) -> Arc<Self> {
         Arc::new(Self {
             name,
+            upstream_addr: format!("{}:{}", target.host, target.port).into(),
+            default_values: ArcSwapOption::empty(),
             target,
             permits: Arc::new(Semaphore::new(limits.size as usize)),
             limits: arc_swap::ArcSwap::from_pointee(limits),
@@ -94,6 +101,11 @@ impl Pool {
 
     pub fn limits(&self) -> Arc<PoolLimits> {
         self.limits.load_full()
+    }
+
+    /// Tracked parameters of a fresh server connection, once one has been opened.
+    pub fn default_values(&self) -> Option<Arc<ParamValues>> {
+        self.default_values.load_full()
     }
 
     /// ParameterStatus values of this pool's server, once a connection has been opened.
@@ -152,6 +164,8 @@ impl Pool {
                 conn.statements = ServerStatements::new(limits.max_prepared_statements as usize);
                 self.stats.connections.fetch_add(1, Ordering::Relaxed);
                 self.params.store(Some(conn.params.clone()));
+                self.default_values
+                    .store(Some(Arc::new(conn.current.clone())));
                 tracing::debug!(pool = %self.name, server = id, pid = conn.backend.process_id, "server connection opened");
                 Ok(conn)
             }
