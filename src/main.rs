@@ -49,6 +49,11 @@ struct Args {
     #[arg(long)]
     log_format: Option<String>,
 
+    /// Runtime worker threads (overrides the file's server.worker_threads); 0 = one
+    /// per CPU core, 1 = a single thread.
+    #[arg(long)]
+    worker_threads: Option<u32>,
+
     /// Validate the configuration and exit.
     #[arg(long)]
     check: bool,
@@ -85,6 +90,9 @@ fn load(args: &Args) -> anyhow::Result<Config> {
     if let Some(format) = &args.log_format {
         raw.server.log_format = Some(format.clone());
     }
+    if let Some(n) = args.worker_threads {
+        raw.server.worker_threads = Some(n);
+    }
     Ok(Config::from_raw(raw)?)
 }
 
@@ -117,9 +125,14 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     init_logging(config.server.log_format);
-    let mut builder = match std::env::var("TIDEPOOL_RUNTIME").as_deref() {
-        Ok("current") => tokio::runtime::Builder::new_current_thread(),
-        _ => tokio::runtime::Builder::new_multi_thread(),
+    let mut builder = match config.server.worker_threads {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        0 => tokio::runtime::Builder::new_multi_thread(),
+        n => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n as usize);
+            b
+        }
     };
     let runtime = match builder.enable_all().build() {
         Ok(r) => r,

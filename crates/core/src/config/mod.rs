@@ -67,6 +67,9 @@ pub struct ServerSettings {
     pub shutdown_timeout: Duration,
     pub max_message_size: usize,
     pub log_format: LogFormat,
+    /// Runtime worker threads; 0 means one per CPU core. With 1 the service runs on
+    /// a single thread, as PgBouncer does.
+    pub worker_threads: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -30,6 +30,7 @@ pub struct RawServer {
     pub shutdown_timeout_ms: Option<u64>,
     pub max_message_size: Option<u64>,
     pub log_format: Option<String>,
+    pub worker_threads: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -138,6 +138,16 @@ fn validate_server(raw: &RawConfig) -> Result<ServerSettings, ConfigError> {
             DEFAULT_SHUTDOWN_TIMEOUT_MS,
             86_400_000,
         )?,
+        worker_threads: {
+            let n = s.worker_threads.unwrap_or(0);
+            if n > 1024 {
+                return Err(invalid(
+                    "server.worker_threads",
+                    "must be between 0 and 1024",
+                ));
+            }
+            n
+        },
         max_message_size: max_message_size as usize,
         log_format,
     })
