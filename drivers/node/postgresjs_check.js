@@ -1,0 +1,83 @@
+// postgres.js (the `postgres` package) through Tidepool in transaction mode:
+// 10 connections over 3 server connections with prepared statements on (its
+// default), sql.begin transactions, a rollback after an error, and pipelined
+// queries on one connection.
+'use strict';
+
+const postgres = require('postgres');
+const { CLIENTS, ROUNDS, Report, expect, range, idleClientsHoldNoServer } = require('./report');
+
+async function createTable(sql) {
+  await sql`DROP TABLE IF EXISTS postgresjs_items`;
+  await sql`CREATE TABLE postgresjs_items (worker int, round int, note text, PRIMARY KEY (worker, round))`;
+}
+
+// CLIENTS workers; with max: CLIENTS and every worker inside a transaction
+// most of the time, all connections are open at once.
+async function concurrentTransactions(sql) {
+  await Promise.all(range(CLIENTS).map(async (worker) => {
+    for (const round of range(ROUNDS)) {
+      const [{ sum }] = await sql`SELECT ${round}::int + ${worker}::int AS sum`;
+      expect(sum === round + worker, `${round} + ${worker} came back as ${sum}`);
+      await sql.begin(async (tx) => {
+        await tx`INSERT INTO postgresjs_items (worker, round, note) VALUES (${worker}, ${round}, ${`w${worker}r${round}`})`;
+        const [{ n }] = await tx`SELECT count(*)::int AS n FROM postgresjs_items WHERE worker = ${worker}`;
+        expect(n === round + 1, `round ${round}: ${n} rows inside the transaction`);
+      });
+    }
+  }));
+}
+
+async function rollbackOnError(sql) {
+  await Promise.all(range(CLIENTS).map(async (worker) => {
+    let failed = false;
+    try {
+      await sql.begin(async (tx) => {
+        await tx`INSERT INTO postgresjs_items (worker, round) VALUES (${worker}, 9999)`;
+        await tx`SELECT 1 / ${0}::int`;
+      });
+    } catch (error) {
+      expect(error.code === '22012', `expected division_by_zero, got ${error.code} ${error.message}`);
+      failed = true;
+    }
+    expect(failed, '1 / 0 succeeded');
+    const [{ n }] = await sql`SELECT count(*)::int AS n FROM postgresjs_items WHERE worker = ${worker} AND round = 9999`;
+    expect(n === 0, 'the failed transaction was not rolled back');
+  }));
+}
+
+async function pipelined() {
+  // One connection: postgres.js pipelines queries sent before earlier ones answer.
+  const one = postgres({ max: 1, connect_timeout: 10 });
+  try {
+    const results = await Promise.all(range(50).map((i) => one`SELECT ${i}::int * 2 AS v`));
+    results.forEach(([{ v }], i) => expect(v === i * 2, `pipelined query ${i} got ${v}`));
+  } finally {
+    await one.end({ timeout: 5 });
+  }
+}
+
+async function openAndQuery(n, opened) {
+  const one = postgres({ max: 1, connect_timeout: 10 });
+  opened.push(() => one.end({ timeout: 5 }));
+  const [{ v }] = await one`SELECT ${n}::int AS v`;
+  expect(v === n, 'wrong answer');
+}
+
+async function main() {
+  const report = new Report();
+  const sql = postgres({ max: CLIENTS, connect_timeout: 10, onnotice: () => {} });
+  try {
+    await report.check('create table', () => createTable(sql));
+    await report.check('10 connections, prepared statements: transactions with sql.begin', () => concurrentTransactions(sql));
+    await report.check('rollback after an error', () => rollbackOnError(sql));
+    await report.check('50 pipelined queries on one connection', pipelined);
+    await report.check('idle clients hold no server connection',
+      () => idleClientsHoldNoServer(openAndQuery, 'a prepared query'));
+  } finally {
+    await sql.end({ timeout: 5 });
+  }
+  process.exitCode = report.exitCode();
+}
+
+main();
