@@ -34,3 +34,9 @@ cargo test --workspace
 
 tp_section "pgbench through Tidepool (scripts/pgbench-check.sh)"
 TIDEPOOL_BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/tidepool" bash scripts/pgbench-check.sh
+
+# --- driver matrix (scripts/drivers.sh): keep it last, its "N passed, M failed"
+# line ends the output ---
+tp_section "Driver matrix through Tidepool (scripts/drivers.sh)"
+TIDEPOOL_BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/tidepool" bash scripts/drivers.sh
+# --- end of driver matrix ---
