@@ -24,6 +24,9 @@ pub struct TxnTracker {
     pending_ready: u32,
     /// Extended-protocol messages sent since the last Sync.
     open_batch: bool,
+    /// Everything in the open batch only prepares or describes named statements
+    /// (what asyncpg sends with Flush and no Sync): the pooler may end it itself.
+    portable_batch: bool,
     /// Status at the last ReadyForQuery.
     status: TransactionStatus,
 }
@@ -33,6 +36,7 @@ impl Default for TxnTracker {
         Self {
             pending_ready: 0,
             open_batch: false,
+            portable_batch: true,
             status: TransactionStatus::Idle,
         }
     }
@@ -46,9 +50,13 @@ impl TxnTracker {
             tag::SYNC => {
                 self.pending_ready += 1;
                 self.open_batch = false;
+                self.portable_batch = true;
             }
-            tag::PARSE | tag::BIND | tag::DESCRIBE | tag::EXECUTE | tag::CLOSE | tag::FLUSH => {
-                self.open_batch = true
+            // A Flush asks for pending output; alone it opens nothing (psycopg sends
+            // Sync then Flush when it leaves pipeline mode).
+            tag::PARSE | tag::BIND | tag::DESCRIBE | tag::EXECUTE | tag::CLOSE => {
+                self.open_batch = true;
+                self.portable_batch = false;
             }
             tag::TERMINATE => return ClientIntent::Terminate,
             _ => {}
@@ -64,6 +72,33 @@ impl TxnTracker {
                 self.status = status;
             }
         }
+    }
+
+    /// Notes a message of the open batch that only touches named statements (a
+    /// named Parse, a Describe or Close of a named statement): it keeps the batch
+    /// portable. Call instead of [`Self::on_client_message`] for such messages.
+    pub fn on_portable_message(&mut self) {
+        if !self.open_batch {
+            self.portable_batch = true;
+        }
+        self.open_batch = true;
+    }
+
+    /// The batch is open, holds only named-statement work, and nothing else is owed:
+    /// the pooler may end it with its own Sync, and a client that sent no Sync
+    /// (asyncpg's prepare) does not keep the server.
+    pub fn can_end_batch(&self) -> bool {
+        self.open_batch
+            && self.portable_batch
+            && self.pending_ready == 0
+            && self.status == TransactionStatus::Idle
+    }
+
+    /// The pooler sent a Sync of its own to end a portable batch.
+    pub fn on_pooler_sync(&mut self) {
+        self.pending_ready += 1;
+        self.open_batch = false;
+        self.portable_batch = true;
     }
 
     /// Nothing is owed in either direction.
@@ -123,6 +158,26 @@ mod tests {
         t.on_client_message(&head(b'Q', Some(b'R')));
         t.on_server_message(&head(b'Z', Some(b'I')));
         assert!(t.is_idle());
+    }
+
+    #[test]
+    fn flush_after_sync_opens_nothing() {
+        let mut t = TxnTracker::default();
+        t.on_client_message(&head(b'S', None));
+        t.on_client_message(&head(b'H', None));
+        t.on_server_message(&head(b'Z', Some(b'I')));
+        assert!(t.is_idle());
+    }
+
+    #[test]
+    fn named_prepare_batch_can_be_ended_by_the_pooler() {
+        let mut t = TxnTracker::default();
+        t.on_portable_message();
+        t.on_portable_message();
+        t.on_client_message(&head(b'H', None));
+        assert!(t.can_end_batch());
+        t.on_client_message(&head(b'B', Some(0)));
+        assert!(!t.can_end_batch(), "a Bind makes the batch stay");
     }
 
     #[test]

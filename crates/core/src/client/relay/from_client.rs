@@ -18,6 +18,18 @@ const MAX_NAMED_PARSE: usize = 64 << 20;
 /// Portal and statement names of a Bind must fit in this many bytes.
 const MAX_BIND_NAMES: usize = 1024;
 
+/// A named Parse, or a Describe or Close of a named statement: work that follows
+/// the client to any server, unlike unnamed statements and portals.
+fn touches_only_named_statements(msg_tag: u8, body: &[u8]) -> bool {
+    match msg_tag {
+        tag::PARSE => body.first().is_some_and(|&b| b != 0),
+        tag::DESCRIBE | tag::CLOSE => {
+            body.first() == Some(&b'S') && body.get(1).is_some_and(|&b| b != 0)
+        }
+        _ => false,
+    }
+}
+
 impl RelayState {
     /// Scans `n` fresh client bytes forwarded untouched; cuts a Terminate out.
     pub(super) fn scan_client(&mut self, n: usize) -> Option<RelayEnd> {
@@ -150,7 +162,11 @@ impl RelayState {
                 if inbox.len() < total {
                     break None;
                 }
-                self.tracker.on_client_message(&head);
+                if touches_only_named_statements(msg_tag, &inbox[5..total]) {
+                    self.tracker.on_portable_message();
+                } else {
+                    self.tracker.on_client_message(&head);
+                }
                 let raw = inbox.split_to(total);
                 let frame = Frame {
                     tag: msg_tag,

@@ -22,7 +22,7 @@ use std::task::{Context, Poll};
 use bytes::BytesMut;
 use pgwire::{WireError, DEFAULT_MAX_MESSAGE_LEN};
 
-use super::responses::ResponsePlan;
+use super::responses::{ResponseEnd, ResponsePlan, Undo};
 use super::statements::{ClientStatements, ServerStatements};
 use super::txn::TxnTracker;
 use crate::params::ParamValues;
@@ -230,6 +230,19 @@ impl RelayState {
                     && self.server_reusable()
                 {
                     return Poll::Ready(RelayEnd::Idle);
+                }
+                if until == RelayUntil::TransactionEnd
+                    && statements.is_some()
+                    && self.tracker.can_end_batch()
+                    && self.server_reusable()
+                {
+                    // The client prepared named statements and flushed without Sync
+                    // (asyncpg): end the batch here so the server can serve others;
+                    // the statements follow the client to its next server.
+                    pgwire::frontend::sync(&mut self.to_server.out);
+                    self.plan.hidden(ResponseEnd::Ready, Undo::None);
+                    self.tracker.on_pooler_sync();
+                    continue;
                 }
                 match self.to_server.poll_fill(client, cx) {
                     Poll::Ready(Ok(0)) => {
