@@ -26,9 +26,14 @@ pub enum QueryOutcome {
     Broken,
 }
 
-/// Runs `sql` and waits for ReadyForQuery, discarding rows. ParameterStatus changes
-/// are recorded in the connection's tracked parameters.
-pub async fn run_discarding(conn: &mut ServerConn, sql: &str) -> QueryOutcome {
+/// Runs `sql` and waits for ReadyForQuery, handing each DataRow body to `on_row`
+/// (which may refuse it). ParameterStatus changes are recorded in the connection's
+/// tracked parameters. Bounded by [`CLEANUP_TIMEOUT`].
+async fn run_query(
+    conn: &mut ServerConn,
+    sql: &str,
+    mut on_row: impl FnMut(&[u8]) -> Option<()>,
+) -> QueryOutcome {
     let work = async {
         let mut out = BytesMut::with_capacity(sql.len() + 6);
         frontend::query(sql, &mut out);
@@ -56,6 +61,9 @@ pub async fn run_discarding(conn: &mut ServerConn, sql: &str) -> QueryOutcome {
                 BackendMessage::ErrorResponse(e) => {
                     failure = Some((e.code().to_owned(), e.message().to_owned()));
                 }
+                BackendMessage::Other {
+                    tag: pgwire::tag::DATA_ROW,
+                } => on_row(&body)?,
                 _ => {}
             }
         }
@@ -67,35 +75,21 @@ pub async fn run_discarding(conn: &mut ServerConn, sql: &str) -> QueryOutcome {
         .unwrap_or(QueryOutcome::Broken)
 }
 
+/// Runs `sql` and waits for ReadyForQuery, discarding rows.
+pub async fn run_discarding(conn: &mut ServerConn, sql: &str) -> QueryOutcome {
+    run_query(conn, sql, |_| Some(())).await
+}
+
 /// Runs a query returning two text columns and collects its rows; `None` if the
 /// query failed or the connection broke.
 pub async fn run_collect_pairs(conn: &mut ServerConn, sql: &str) -> Option<Vec<(String, String)>> {
-    let work = async {
-        let mut out = BytesMut::with_capacity(sql.len() + 6);
-        frontend::query(sql, &mut out);
-        send(&mut conn.stream, &mut out).await.ok()?;
-        let mut buf = BytesMut::with_capacity(1024);
-        let mut rows = Vec::new();
-        let mut failed = false;
-        loop {
-            let (tag, body) = read_message(&mut conn.stream, &mut buf, MAX_CLEANUP_MESSAGE)
-                .await
-                .ok()?;
-            match tag {
-                pgwire::tag::DATA_ROW => rows.push(two_text_columns(&body)?),
-                pgwire::tag::ERROR_RESPONSE => failed = true,
-                pgwire::tag::READY_FOR_QUERY => {
-                    conn.status = TransactionStatus::from_byte(*body.first()?)?;
-                    return (!failed && buf.is_empty()).then_some(rows);
-                }
-                _ => {}
-            }
-        }
-    };
-    tokio::time::timeout(CLEANUP_TIMEOUT, work)
-        .await
-        .ok()
-        .flatten()
+    let mut rows = Vec::new();
+    let outcome = run_query(conn, sql, |body| {
+        rows.push(two_text_columns(body)?);
+        Some(())
+    })
+    .await;
+    matches!(outcome, QueryOutcome::Ready(_)).then_some(rows)
 }
 
 /// The two non-null text columns of a DataRow body.
