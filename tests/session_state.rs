@@ -1,0 +1,145 @@
+//! Session state a transaction-mode client sets up, against a real Postgres: its
+//! settings follow it to whichever server it lands on and never reach another
+//! client, and state that cannot move (temporary tables, session advisory locks)
+//! pins it to its server until it leaves, after which the server is clean.
+
+// Test code reports failures by panicking, helpers included.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{PgServer, PoolMode, TidepoolProc};
+use tokio_postgres::{Client, SimpleQueryMessage};
+
+const USER: &str = "app";
+const PASSWORD: &str = "state-pw-1";
+
+async fn show(client: &Client, setting: &str) -> String {
+    let rows = client
+        .simple_query(&format!("SHOW {setting}"))
+        .await
+        .unwrap();
+    rows.iter()
+        .find_map(|m| match m {
+            SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+            _ => None,
+        })
+        .unwrap()
+}
+
+async fn pid(client: &Client) -> i32 {
+    client
+        .query_typed_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_follow_their_client_and_never_leak() {
+    let pg = PgServer::start();
+    pg.create_user(USER, PASSWORD).await;
+    // One server: every client shares it, so anything left behind would show.
+    let pooler = TidepoolProc::start_single(&pg, USER, PASSWORD, 1, PoolMode::Transaction);
+    let url = pooler.url(USER, PASSWORD, "postgres");
+    let a = common::connect(&url).await;
+    let b = common::connect(&url).await;
+    let default_path = show(&b, "search_path").await;
+
+    a.batch_execute("SET search_path TO pg_catalog, public; SET statement_timeout = '7s'")
+        .await
+        .unwrap();
+    a.batch_execute("SET TimeZone = 'Asia/Tokyo'")
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        assert_eq!(pid(&a).await, pid(&b).await, "one server for both");
+        assert_eq!(show(&a, "search_path").await, "pg_catalog, public");
+        assert_eq!(show(&a, "statement_timeout").await, "7s");
+        assert_eq!(show(&a, "TimeZone").await, "Asia/Tokyo");
+        assert_eq!(show(&b, "search_path").await, default_path);
+        assert_eq!(show(&b, "statement_timeout").await, "0");
+        assert_ne!(show(&b, "TimeZone").await, "Asia/Tokyo");
+    }
+    // SET LOCAL stays inside its transaction; a rolled-back SET is undone.
+    a.batch_execute("BEGIN; SET LOCAL work_mem = '9MB'; COMMIT")
+        .await
+        .unwrap();
+    a.batch_execute("BEGIN; SET work_mem = '7MB'; ROLLBACK")
+        .await
+        .unwrap();
+    assert_eq!(show(&a, "work_mem").await, show(&b, "work_mem").await);
+    // RESET ALL gives the client the defaults back, on any server.
+    a.batch_execute("RESET ALL").await.unwrap();
+    assert_eq!(show(&a, "search_path").await, default_path);
+    assert_eq!(show(&a, "statement_timeout").await, "0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn temp_tables_and_advisory_locks_pin_their_client() {
+    let pg = PgServer::start();
+    pg.create_user(USER, PASSWORD).await;
+    let pooler = TidepoolProc::start_single(&pg, USER, PASSWORD, 2, PoolMode::Transaction);
+    let url = pooler.url(USER, PASSWORD, "postgres");
+    let a = common::connect(&url).await;
+    let b = common::connect(&url).await;
+
+    a.batch_execute("CREATE TEMP TABLE scratch (n int); INSERT INTO scratch VALUES (1)")
+        .await
+        .unwrap();
+    let pinned = pid(&a).await;
+    for i in 0..10 {
+        // B works meanwhile, on the other server only.
+        assert_ne!(pid(&b).await, pinned, "round {i}: B got A's pinned server");
+        let n: i64 = a
+            .query_typed_one("SELECT count(*) FROM scratch", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(n, 1);
+        assert_eq!(pid(&a).await, pinned);
+    }
+    assert!(
+        b.simple_query("SELECT * FROM scratch").await.is_err(),
+        "B sees A's temp table"
+    );
+
+    let c = common::connect(&url).await;
+    c.batch_execute("SELECT pg_advisory_lock(42)")
+        .await
+        .unwrap();
+    let locked_pid = pid(&c).await;
+    // The lock stays with C's server across transactions.
+    for _ in 0..5 {
+        assert_eq!(pid(&c).await, locked_pid);
+    }
+    drop(c);
+    drop(a);
+    // After they leave, their servers are reset: no temp table, no lock held.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let d = common::connect(&url).await;
+    let e = common::connect(&url).await;
+    d.batch_execute("BEGIN").await.unwrap();
+    e.batch_execute("BEGIN").await.unwrap();
+    assert_ne!(pid(&d).await, pid(&e).await, "D and E hold both servers");
+    for client in [&d, &e] {
+        let temp: i64 = client
+            .query_typed_one(
+                "SELECT count(*) FROM pg_class WHERE relname = 'scratch' AND relpersistence = 't'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(temp, 0, "a temp table outlived its client");
+    }
+    let locks: i64 = d
+        .query_typed_one(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(locks, 0, "an advisory lock outlived its client");
+}
