@@ -117,10 +117,12 @@ fn words(stmt: &str) -> impl Iterator<Item = String> + '_ {
         .map(str::to_ascii_lowercase)
 }
 
-/// Words whose presence makes [`session_hints`] worth running.
-const TRIGGERS: [&[u8]; 7] = [
+/// Words whose presence makes [`session_hints`] (or a statement reset check) worth
+/// running.
+const TRIGGERS: [&[u8]; 8] = [
     b"set",
     b"discard",
+    b"dealloc",
     b"advisory",
     b"temp",
     b"hold",
@@ -128,17 +130,28 @@ const TRIGGERS: [&[u8]; 7] = [
     b"listen",
 ];
 
+/// Bytes that begin a trigger word, either case: one table look-up per byte of SQL.
+const TRIGGER_STARTS: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut i = 0;
+    while i < TRIGGERS.len() {
+        let b = TRIGGERS[i][0];
+        table[b as usize] = true;
+        table[b.to_ascii_uppercase() as usize] = true;
+        i += 1;
+    }
+    table
+};
+
 /// A single pass without allocation: false when `sql` cannot hold any statement
 /// [`session_hints`] cares about (the common case, kept cheap for the hot path).
 pub fn might_touch_session(sql: &[u8]) -> bool {
-    sql.iter().enumerate().any(|(i, b)| {
-        let first = b.to_ascii_lowercase();
-        TRIGGERS.iter().any(|t| {
-            t[0] == first
-                && sql
-                    .get(i..i + t.len())
+    sql.iter().enumerate().any(|(i, &b)| {
+        TRIGGER_STARTS[b as usize]
+            && TRIGGERS.iter().any(|t| {
+                sql.get(i..i + t.len())
                     .is_some_and(|w| w.eq_ignore_ascii_case(t))
-        })
+            })
     })
 }
 
@@ -214,6 +227,9 @@ pub fn listen_command(sql: &str) -> Option<ListenCommand> {
 /// statements.
 pub fn may_drop_statements(sql: &str) -> bool {
     let b = sql.as_bytes();
+    if !might_touch_session(b) {
+        return false;
+    }
     [&b"discard"[..], b"deallocate"]
         .iter()
         .any(|w| b.windows(w.len()).any(|x| x.eq_ignore_ascii_case(w)))

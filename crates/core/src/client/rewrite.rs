@@ -282,6 +282,9 @@ impl Rewriter<'_> {
     /// that lacks it, so the command succeeds as it would on Postgres). Returns
     /// false when the query is something else, to be forwarded as it is.
     fn deallocate(&mut self, body: &[u8], to_server: &mut BytesMut) -> Result<bool, WireError> {
+        if !crate::sql_hint::might_touch_session(body) {
+            return Ok(false);
+        }
         let sql = pgwire::frontend::decode_query(body)?;
         if !crate::sql_hint::may_drop_statements(sql) {
             return Ok(false);

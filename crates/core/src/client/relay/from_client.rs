@@ -8,7 +8,7 @@ use pgwire::{frame::Frame, tag, MessageHead, WireError};
 use super::{RelayEnd, RelayState, StatementCtx};
 use crate::client::rewrite::Rewriter;
 use crate::client::txn::ClientIntent;
-use crate::sql_hint::{may_drop_statements, session_hints};
+use crate::sql_hint::{may_drop_statements, might_touch_session, session_hints};
 
 /// Client messages up to this size are taken whole; larger ones that need no rewrite
 /// (a long Query, COPY data) stream through as they arrive.
@@ -172,7 +172,11 @@ impl RelayState {
                     tag: msg_tag,
                     body: &raw[5..],
                 };
+                // Most SQL holds none of the words that matter: skip decoding it.
+                let worth_a_look =
+                    matches!(msg_tag, tag::QUERY | tag::PARSE) && might_touch_session(frame.body);
                 let sql = match msg_tag {
+                    _ if !worth_a_look => None,
                     tag::QUERY => pgwire::frontend::decode_query(frame.body).ok(),
                     tag::PARSE => pgwire::frontend::decode_parse_head(frame.body)
                         .ok()
