@@ -167,7 +167,8 @@ impl RelayState {
                 } else {
                     self.tracker.on_client_message(&head);
                 }
-                let raw = inbox.split_to(total);
+                // Borrowed, then advanced past: splitting would share (and allocate).
+                let raw = &inbox[..total];
                 let frame = Frame {
                     tag: msg_tag,
                     body: &raw[5..],
@@ -190,12 +191,14 @@ impl RelayState {
                     self.hints.pin |= h.pin;
                     barrier = msg_tag == tag::QUERY && may_drop_statements(sql);
                 }
-                if let Err(e) = rewriter.on_client_message(frame, &raw, out, &mut answers) {
+                let rewritten = rewriter.on_client_message(frame, raw, out, &mut answers);
+                inbox.advance(total);
+                if let Err(e) = rewritten {
                     break Some(RelayEnd::ClientProtocol(e));
                 }
                 if barrier {
                     // What follows may depend on statements this query drops: wait for
-                    // its outcome before deciding (see `resume_after_barrier`).
+                    // its outcome before deciding (`poll_run` resumes when it is answered).
                     self.barrier = true;
                     break None;
                 }
