@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod handshake;
+mod login;
 pub mod relay;
 pub mod responses;
 pub mod rewrite;
