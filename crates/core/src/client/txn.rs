@@ -66,6 +66,11 @@ impl TxnTracker {
 
     /// Notes a message the server sends to the client.
     pub fn on_server_message(&mut self, head: &MessageHead) {
+        if head.tag == tag::ERROR_RESPONSE && self.open_batch {
+            // The server now skips to the client's Sync: only that Sync may end it,
+            // or later messages would run where the client expects them skipped.
+            self.portable_batch = false;
+        }
         if head.tag == tag::READY_FOR_QUERY {
             self.pending_ready = self.pending_ready.saturating_sub(1);
             if let Some(status) = head.first_byte.and_then(TransactionStatus::from_byte) {
@@ -178,6 +183,14 @@ mod tests {
         assert!(t.can_end_batch());
         t.on_client_message(&head(b'B', Some(0)));
         assert!(!t.can_end_batch(), "a Bind makes the batch stay");
+
+        let mut t = TxnTracker::default();
+        t.on_portable_message();
+        t.on_server_message(&head(b'E', Some(b'S')));
+        assert!(
+            !t.can_end_batch(),
+            "after an error only the client's Sync ends the batch"
+        );
     }
 
     #[test]
