@@ -144,7 +144,7 @@ impl App {
                 .filter(|(t, u)| same_target(pool.target(), t, u));
             match keep {
                 Some((_, u)) => {
-                    pool.set_limits(limits_for(&config, u));
+                    pool.set_limits(limits_for(&config, u), &self.tasks);
                     true
                 }
                 None => {

@@ -208,7 +208,7 @@ impl Pool {
 
     /// Applies new limits (on reload). A smaller size takes effect as connections
     /// come back; a larger one at once.
-    pub fn set_limits(self: &Arc<Self>, limits: PoolLimits) {
+    pub fn set_limits(self: &Arc<Self>, limits: PoolLimits, tasks: &tokio_util::task::TaskTracker) {
         let old = self.limits.swap(Arc::new(limits.clone()));
         if limits.size > old.size {
             self.permits.add_permits((limits.size - old.size) as usize);
@@ -219,7 +219,7 @@ impl Pool {
             surplus -= self.permits.forget_permits(surplus);
             if surplus > 0 {
                 let permits = self.permits.clone();
-                tokio::spawn(async move {
+                tasks.spawn(async move {
                     for _ in 0..surplus {
                         match permits.acquire().await {
                             Ok(p) => p.forget(),
