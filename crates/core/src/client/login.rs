@@ -25,12 +25,14 @@ use crate::server::pool::{CheckoutError, Lease};
 use crate::server::reset::{run_discarding, QueryOutcome};
 use crate::stream::Stream;
 
+/// Tells the client why its session ends (best effort: it may be gone already).
 pub(super) async fn send_fatal(stream: &mut Stream, err: &ClientError) {
     let mut out = BytesMut::with_capacity(128);
     err.encode_fatal(&mut out);
     let _ = send(stream, &mut out).await;
 }
 
+/// What a client is told when no server connection could be had for it.
 pub(super) fn client_error_of(e: CheckoutError) -> ClientError {
     match e {
         CheckoutError::Timeout(waited) => ClientError::CheckoutTimeout {
