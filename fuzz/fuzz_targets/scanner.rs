@@ -59,6 +59,30 @@ fuzz_target!(|data: &[u8]| {
     let bytes = scan(stream.chunks(1));
     assert_eq!(bytes, whole, "byte at a time");
 
+    // `scan_to_boundary` after the first half: it stops exactly where the message in
+    // progress ends, and scanning on from there gives the same messages as before.
+    let mut scanner = MessageScanner::new(MAX_LEN);
+    let mut split_messages = Vec::new();
+    let mut record = |head: pgwire::MessageHead| -> Result<(), WireError> {
+        split_messages.push((head.tag, head.body_len, head.first_byte));
+        Ok(())
+    };
+    if scanner.scan::<WireError>(first, &mut record).is_ok() {
+        if let Ok(used) = scanner.scan_to_boundary::<WireError>(second, &mut record) {
+            assert!(used <= second.len());
+            assert!(scanner.at_boundary() || used == second.len());
+            if scanner
+                .scan::<WireError>(&second[used..], &mut record)
+                .is_ok()
+            {
+                assert_eq!(
+                    split_messages, whole.messages,
+                    "scan_to_boundary at {split}"
+                );
+            }
+        }
+    }
+
     // What `Frames` sees in the same bytes.
     let mut frames = Frames::new(stream, MAX_LEN);
     let mut expected = Vec::new();
