@@ -4,15 +4,8 @@
 use bytes::{BufMut, BytesMut};
 
 use crate::read::Reader;
-use crate::startup::{patch_len, put_cstr};
+use crate::startup::{begin_message as begin, patch_len, put_cstr};
 use crate::{tag, Frame, TransactionStatus, WireError};
-
-fn begin(out: &mut BytesMut, tag: u8) -> usize {
-    out.put_u8(tag);
-    let start = out.len();
-    out.put_i32(0);
-    start
-}
 
 /// AuthenticationOk.
 pub fn auth_ok(out: &mut BytesMut) {

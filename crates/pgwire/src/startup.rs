@@ -173,6 +173,16 @@ pub fn encode_cancel_request(process_id: u32, secret: &[u8], out: &mut bytes::By
     patch_len(out, start);
 }
 
+/// Writes a message's tag and a length placeholder; returns where the length is, for
+/// [`patch_len`] once the body is written.
+pub(crate) fn begin_message(out: &mut bytes::BytesMut, tag: u8) -> usize {
+    use bytes::BufMut;
+    out.put_u8(tag);
+    let start = out.len();
+    out.put_i32(0);
+    start
+}
+
 pub(crate) fn put_cstr(out: &mut bytes::BytesMut, s: &str) {
     use bytes::BufMut;
     // A NUL inside would end the string early on the peer's side; strip it instead.
