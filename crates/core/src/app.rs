@@ -12,11 +12,15 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::cancel::CancelRegistry;
-use crate::config::{Config, StoredPassword, Tenant, User};
+use crate::config::{
+    validate_tenant, Config, ConfigError, RawTenant, StoredPassword, Tenant, User,
+};
 use crate::listen::ListenHub;
+use crate::metrics::{Gauges, Labels, Row};
 use crate::secret::Secret;
 use crate::server::connect::{ServerCredential, ServerTarget};
 use crate::server::pool::{Pool, PoolLimits};
+use crate::tenants::{FileTenant, GoneReason, Signals, TenantEntry, Tenants, Upserted};
 use crate::tls::{self, TlsError};
 
 /// How often each pool's maintenance pass runs.
@@ -29,6 +33,8 @@ pub struct App {
     config: ArcSwap<Config>,
     tls: ArcSwapOption<tokio_rustls::TlsAcceptor>,
     pools: Mutex<HashMap<PoolKey, Arc<Pool>>>,
+    /// Tenants from the file and the metadata store.
+    pub tenants: Tenants,
     pub cancels: CancelRegistry,
     /// A SCRAM secret no password matches, for unknown users.
     pub dummy_secret: ScramSecret,
@@ -46,6 +52,15 @@ pub enum AppError {
     Tls(#[from] TlsError),
 }
 
+/// Why a tenant from the store or the API was not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error(transparent)]
+    Invalid(#[from] ConfigError),
+    #[error(transparent)]
+    FileTenant(#[from] FileTenant),
+}
+
 impl App {
     pub fn new(config: Config) -> Result<Arc<Self>, AppError> {
         let tls = config.server.tls.as_ref().map(tls::acceptor).transpose()?;
@@ -54,14 +69,19 @@ impl App {
         let mut junk = [0u8; 32];
         let _ = getrandom::fill(&mut junk);
         let dummy_secret = ScramSecret::from_password(&base64_of(&junk), &salt, 4096);
+        let shutdown = CancellationToken::new();
+        let force = CancellationToken::new();
+        let tenants = Tenants::new(Signals::new(shutdown.clone(), force.clone()));
+        tenants.replace_file_tenants(&config.tenants);
         Ok(Arc::new(Self {
             config: ArcSwap::from_pointee(config),
             tls: ArcSwapOption::new(tls.map(Arc::new)),
             pools: Mutex::new(HashMap::new()),
+            tenants,
             cancels: CancelRegistry::default(),
             dummy_secret,
-            shutdown: CancellationToken::new(),
-            force: CancellationToken::new(),
+            shutdown,
+            force,
             tasks: TaskTracker::new(),
         }))
     }
@@ -86,30 +106,70 @@ impl App {
         }
         let target = target_for(tenant, user)?;
         let limits = limits_for(&self.config(), user);
+        let stats = self
+            .tenants
+            .get(&tenant.id)
+            .map(|e| e.live.user(&user.name).stats.clone())
+            .unwrap_or_default();
         let mut pools = self.lock_pools();
         if let Some(p) = pools.get(&key) {
             return Ok(p.clone());
         }
-        let pool = Pool::new(format!("{}/{}", tenant.id, user.name), target, limits);
-        pools.insert(key, pool.clone());
+        let pool = Pool::new(
+            format!("{}/{}", tenant.id, user.name),
+            target,
+            limits,
+            stats,
+        );
+        pools.insert(key.clone(), pool.clone());
         drop(pools);
-        self.spawn_maintenance(pool.clone());
+        self.spawn_maintenance(key, pool.clone());
         Ok(pool)
     }
 
-    fn spawn_maintenance(self: &Arc<Self>, pool: Arc<Pool>) {
+    /// Runs a pool's maintenance until shutdown, until the pool is closed, or until
+    /// it has had neither clients nor connections for a whole pass (lazy pools:
+    /// an unused tenant costs no task and no connection).
+    fn spawn_maintenance(self: &Arc<Self>, key: PoolKey, pool: Arc<Pool>) {
         let stop = self.shutdown.clone();
+        let app = Arc::downgrade(self);
         self.tasks.spawn(async move {
             let mut tick = tokio::time::interval(MAINTENANCE_INTERVAL);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let closed = pool.closed.clone();
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => break,
+                    _ = closed.cancelled() => break,
                     _ = tick.tick() => pool.maintain().await,
+                }
+                if let Some(app) = app.upgrade() {
+                    if app.retire_if_unused(&key, &pool) {
+                        break;
+                    }
                 }
             }
             pool.close_all();
         });
+    }
+
+    /// Drops `pool` from the map when nothing but the map and its maintenance task
+    /// holds it and it has no server connection.
+    fn retire_if_unused(&self, key: &PoolKey, pool: &Arc<Pool>) -> bool {
+        if pool.open_connections() > 0 || Arc::strong_count(pool) > 2 {
+            return false;
+        }
+        let mut pools = self.lock_pools();
+        // Checked again under the lock: a login takes its clone under it.
+        if Arc::strong_count(pool) > 2 || pool.open_connections() > 0 {
+            return false;
+        }
+        if pools.get(key).is_some_and(|p| Arc::ptr_eq(p, pool)) {
+            pools.remove(key);
+            tracing::debug!(pool = %pool.name, "pool retired after its idle timeout");
+            return true;
+        }
+        false
     }
 
     /// The LISTEN hub of `pool`, started on first use.
@@ -136,15 +196,46 @@ impl App {
     /// connections they hold); others take the new limits in place.
     pub fn reload(&self, config: Config) -> Result<(), AppError> {
         let tls = config.server.tls.as_ref().map(tls::acceptor).transpose()?;
+        let changed = self.tenants.replace_file_tenants(&config.tenants);
+        for old in changed {
+            let id = &old.tenant.id;
+            let now = self.tenants.get(id);
+            self.settle_pools(id, now.as_ref().map(|e| &*e.tenant), &config);
+            if now.is_none() {
+                old.live.end_clients(GoneReason::Deleted);
+            }
+        }
+        self.tls.store(tls.map(Arc::new));
+        self.config.store(Arc::new(config));
+        Ok(())
+    }
+
+    /// After tenant `id` changed to `tenant` (or went away): pools whose upstream or
+    /// credentials changed are closed (their clients finish on the connections they
+    /// hold, then move to a new pool); the others take the new limits in place.
+    fn settle_pools(&self, id: &str, tenant: Option<&Tenant>, config: &Config) {
         let mut pools = self.lock_pools();
         pools.retain(|(tenant_id, user_name), pool| {
-            let keep = config
-                .tenant(tenant_id)
-                .and_then(|t| t.user(user_name).map(|u| (t, u)))
-                .filter(|(t, u)| same_target(pool.target(), t, u));
+            if tenant_id != id {
+                return true;
+            }
+            let keep = tenant.and_then(|t| {
+                match t.user(user_name) {
+                    Some(u) => same_target(pool.target(), t, u).then(|| limits_for(config, u)),
+                    // A user found through auth_query: same upstream, tenant's size.
+                    None => (t.manager().is_some()
+                        && !t.require_user
+                        && same_upstream(pool.target(), t))
+                    .then(|| {
+                        let mut limits = (*pool.limits()).clone();
+                        limits.size = t.default_pool_size;
+                        limits
+                    }),
+                }
+            });
             match keep {
-                Some((_, u)) => {
-                    pool.set_limits(limits_for(&config, u), &self.tasks);
+                Some(limits) => {
+                    pool.set_limits(limits, &self.tasks);
                     true
                 }
                 None => {
@@ -153,10 +244,100 @@ impl App {
                 }
             }
         });
+    }
+
+    /// Validates a tenant as the API or the store gives it.
+    pub fn check_tenant(&self, raw: &RawTenant) -> Result<Tenant, ConfigError> {
+        validate_tenant("", raw, &self.config().pool)
+    }
+
+    /// Adds or changes a tenant from the metadata store. Only that tenant's pools
+    /// are touched.
+    pub fn apply_store_tenant(&self, raw: &RawTenant) -> Result<Upserted, ApplyError> {
+        let tenant = Arc::new(self.check_tenant(raw)?);
+        let id = tenant.id.clone();
+        let (outcome, _old) = self.tenants.upsert_store_tenant(tenant.clone())?;
+        self.settle_pools(&id, Some(&tenant), &self.config());
+        Ok(outcome)
+    }
+
+    /// Removes a store tenant: its pools close and its clients are told so.
+    /// `Ok(false)` when there was no such tenant.
+    pub fn remove_store_tenant(&self, id: &str) -> Result<bool, FileTenant> {
+        let Some(old) = self.tenants.remove_store_tenant(id)? else {
+            return Ok(false);
+        };
+        self.settle_pools(id, None, &self.config());
+        old.live.end_clients(GoneReason::Deleted);
+        Ok(true)
+    }
+
+    /// Closes a tenant's pools and sends its clients away; the tenant stays and
+    /// new clients start afresh. False when there is no such tenant.
+    pub fn terminate_tenant(&self, id: &str) -> bool {
+        let Some(entry) = self.tenants.get(id) else {
+            return false;
+        };
+        let mut pools = self.lock_pools();
+        pools.retain(|(tenant_id, _), pool| {
+            if tenant_id == id {
+                pool.close_all();
+                false
+            } else {
+                true
+            }
+        });
         drop(pools);
-        self.tls.store(tls.map(Arc::new));
-        self.config.store(Arc::new(config));
-        Ok(())
+        entry.live.end_clients(GoneReason::Terminated);
+        true
+    }
+
+    /// The Prometheus text of every tenant, or of one (`None` if it does not exist).
+    pub fn render_metrics(&self, only: Option<&str>) -> Option<String> {
+        let entries: Vec<TenantEntry> = match only {
+            Some(id) => vec![self.tenants.get(id)?],
+            None => self.tenants.list(),
+        };
+        let pools: HashMap<PoolKey, Arc<Pool>> = self.lock_pools().clone();
+        let mut users = Vec::new();
+        for e in &entries {
+            for (name, live) in e.live.users() {
+                users.push((e, name, live));
+            }
+        }
+        let rows: Vec<Row<'_>> = users
+            .iter()
+            .map(|(e, name, live)| {
+                let mode = e
+                    .tenant
+                    .user(name)
+                    .or_else(|| e.tenant.manager())
+                    .map_or("transaction", |u| u.mode.as_str());
+                let mut gauges = Gauges {
+                    clients: u64::from(live.clients.load(std::sync::atomic::Ordering::Relaxed)),
+                    ..Gauges::default()
+                };
+                if let Some(pool) = pools.get(&(e.tenant.id.clone(), name.clone())) {
+                    let (idle, active, waiting) = pool.gauges();
+                    gauges.servers_idle = idle;
+                    gauges.servers_active = active;
+                    gauges.clients_waiting = waiting;
+                }
+                Row {
+                    labels: Labels {
+                        tenant: &e.tenant.id,
+                        user: name,
+                        db: &e.tenant.database,
+                        mode,
+                    },
+                    gauges,
+                    stats: &live.stats,
+                }
+            })
+            .collect();
+        let mut out = String::with_capacity(4096 + rows.len() * 2048);
+        crate::metrics::render(&rows, &mut out);
+        Some(out)
     }
 
     /// Closes every pool's idle connections (end of shutdown).
@@ -203,10 +384,10 @@ fn target_for(tenant: &Tenant, user: &User) -> Result<ServerTarget, TlsError> {
         host: tenant.host.clone(),
         port: tenant.port,
         database: tenant.database.clone(),
-        user: user.name.clone(),
+        user: user.db_user.clone(),
         credential: credential_for(user),
         ssl_mode: tenant.upstream_tls.mode,
-        ca_file: tenant.upstream_tls.ca_file.clone(),
+        ca: tenant.upstream_tls.ca.clone(),
         tls: tls::connector(&tenant.upstream_tls)?,
     })
 }
@@ -229,16 +410,21 @@ fn verifier_of(c: &ServerCredential) -> Option<(&[u8], u32)> {
     }
 }
 
-fn same_target(t: &ServerTarget, tenant: &Tenant, user: &User) -> bool {
-    let fresh = credential_for(user);
+fn same_upstream(t: &ServerTarget, tenant: &Tenant) -> bool {
     t.host == tenant.host
         && t.port == tenant.port
         && t.database == tenant.database
         && t.ssl_mode == tenant.upstream_tls.mode
+        && t.ca == tenant.upstream_tls.ca
+}
+
+fn same_target(t: &ServerTarget, tenant: &Tenant, user: &User) -> bool {
+    let fresh = credential_for(user);
+    same_upstream(t, tenant)
+        && t.user == user.db_user
         && std::mem::discriminant(&t.credential) == std::mem::discriminant(&fresh)
         && password_of(&t.credential) == password_of(&fresh)
         && verifier_of(&t.credential) == verifier_of(&fresh)
-        && t.ca_file == tenant.upstream_tls.ca_file
 }
 
 fn base64_of(bytes: &[u8]) -> String {

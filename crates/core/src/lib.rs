@@ -14,12 +14,14 @@ pub mod error;
 pub mod framed;
 pub mod listen;
 pub mod listener;
+pub mod metrics;
 pub mod params;
 pub mod router;
 pub mod secret;
 pub mod server;
 pub mod sql_hint;
 pub mod stream;
+pub mod tenants;
 pub mod tls;
 
 use std::sync::Arc;

@@ -8,7 +8,7 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 
-use crate::config::{SslMode, TlsFiles, UpstreamTls};
+use crate::config::{CaSource, SslMode, TlsFiles, UpstreamTls};
 
 /// Why TLS could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -30,14 +30,19 @@ fn read_pem(path: &Path) -> Result<Vec<u8>, TlsError> {
 
 fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let pem = read_pem(path)?;
-    let certs: Result<Vec<_>, _> = rustls_pemfile::certs(&mut pem.as_slice()).collect();
+    parse_certs(&pem, &path.display().to_string())
+}
+
+/// The certificates of a PEM text; `origin` names it in errors.
+fn parse_certs(pem: &[u8], origin: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs: Result<Vec<_>, _> = rustls_pemfile::certs(&mut &pem[..]).collect();
     let certs = certs.map_err(|e| TlsError::Invalid {
-        path: path.display().to_string(),
+        path: origin.to_owned(),
         reason: e.to_string(),
     })?;
     if certs.is_empty() {
         return Err(TlsError::Invalid {
-            path: path.display().to_string(),
+            path: origin.to_owned(),
             reason: "no certificate found".into(),
         });
     }
@@ -72,12 +77,13 @@ pub fn connector(tls: &UpstreamTls) -> Result<Option<tokio_rustls::TlsConnector>
             .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate::new()))
             .with_no_client_auth(),
         SslMode::VerifyFull => {
-            let ca = tls
-                .ca_file
-                .clone()
-                .unwrap_or_else(|| "/etc/ssl/certs/ca-certificates.crt".into());
+            let certs = match &tls.ca {
+                Some(CaSource::File(path)) => load_certs(path)?,
+                Some(CaSource::Pem(pem)) => parse_certs(pem.as_bytes(), "upstream_tls_ca")?,
+                None => load_certs(Path::new("/etc/ssl/certs/ca-certificates.crt"))?,
+            };
             let mut roots = rustls::RootCertStore::empty();
-            for cert in load_certs(&ca)? {
+            for cert in certs {
                 roots.add(cert)?;
             }
             rustls::ClientConfig::builder()

@@ -5,6 +5,7 @@
 //! live in `validate`) and derives what authentication needs (SCRAM secrets), so the
 //! running service never re-checks or re-derives.
 
+mod cidr;
 mod raw;
 mod single;
 mod validate;
@@ -14,9 +15,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use raw::RawConfig;
+pub use cidr::AllowList;
+pub use raw::{RawConfig, RawTenant, RawUser};
 pub use single::{single_upstream, SingleUpstream};
-pub use validate::ConfigError;
+pub use validate::{validate_tenant, ConfigError, DEFAULT_AUTH_QUERY};
 
 use pgauth::ScramSecret;
 
@@ -109,18 +111,49 @@ pub struct Tenant {
     pub auth_method: AuthMethod,
     pub upstream_tls: UpstreamTls,
     pub users: Vec<Arc<User>>,
+    /// Only listed users may log in; when false, other names are looked up with
+    /// `auth_query` over the manager user's connection.
+    pub require_user: bool,
+    pub auth_query: String,
+    /// Pool size of users found through `auth_query`.
+    pub default_pool_size: u32,
+    /// Clients of the whole tenant at once (`default_max_clients`).
+    pub max_clients: u32,
+    pub client_idle_timeout: Option<Duration>,
+    /// Clients must use TLS.
+    pub enforce_ssl: bool,
+    /// Client addresses allowed; `None` allows any.
+    pub allow_list: Option<AllowList>,
+    /// TLS server name that selects this tenant (lower case).
+    pub sni_hostname: Option<String>,
+    /// Reported to clients of a pool that has never reached its server.
+    pub default_parameter_status: Vec<(String, String)>,
+    /// The tenant as written (passwords included, never serialised), for the API.
+    pub raw: RawTenant,
 }
 
 impl Tenant {
     pub fn user(&self, name: &str) -> Option<&Arc<User>> {
         self.users.iter().find(|u| u.name == name)
     }
+
+    /// The user whose connection runs `auth_query`.
+    pub fn manager(&self) -> Option<&Arc<User>> {
+        self.users.iter().find(|u| u.is_manager)
+    }
 }
 
 /// One database user of a tenant and its pool.
 #[derive(Debug)]
 pub struct User {
+    /// The name clients log in with (`db_user_alias`, else `db_user`).
     pub name: String,
+    /// The role the pooler logs in to Postgres as.
+    pub db_user: String,
+    /// Clients of this user at once.
+    pub max_clients: u32,
+    /// Runs the tenant's `auth_query`.
+    pub is_manager: bool,
     pub password: StoredPassword,
     pub pool_size: u32,
     pub mode: PoolMode,
@@ -196,5 +229,12 @@ pub enum SslMode {
 pub struct UpstreamTls {
     pub mode: SslMode,
     /// CA bundle for `verify-full`; the system bundle when absent.
-    pub ca_file: Option<PathBuf>,
+    pub ca: Option<CaSource>,
+}
+
+/// Where a CA bundle comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CaSource {
+    File(PathBuf),
+    Pem(Arc<str>),
 }

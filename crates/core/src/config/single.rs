@@ -71,22 +71,26 @@ pub fn single_upstream(flags: &SingleUpstream) -> Result<RawConfig, ConfigError>
             db_host: Some(host),
             db_port: Some(url.port().unwrap_or(5432).into()),
             db_database: Some(database),
-            default_pool_size: None,
             auth_method: flags.auth_method.clone(),
             upstream_sslmode: sslmode,
-            upstream_ssl: None,
-            upstream_verify: None,
-            upstream_tls_ca: None,
+            // One upstream behind one pooler, as with PgBouncer: the operator sizes
+            // the machine, not a per-tenant quota.
+            default_max_clients: Some(SINGLE_UPSTREAM_MAX_CLIENTS),
+            require_user: Some(true),
             users: vec![RawUser {
                 db_user: Some(user),
                 db_password: password,
                 pool_size: Some(flags.pool_size),
                 mode_type: Some(flags.pool_mode.clone()),
-                pool_checkout_timeout: None,
+                ..RawUser::default()
             }],
+            ..RawTenant::default()
         }],
     })
 }
+
+/// Client limit of the single-upstream mode.
+const SINGLE_UPSTREAM_MAX_CLIENTS: u32 = 1_000_000;
 
 /// Percent-decodes a URL component (user names and passwords may hold `@`, `:`, `/`).
 fn decode_percent(s: &str) -> String {

@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use pgauth::ScramSecret;
 
+use super::cidr::AllowList;
 use super::raw::{RawConfig, RawTenant, RawUser};
 use super::{
-    AuthMethod, Config, LogFormat, PoolMode, PoolSettings, ServerSettings, SslMode, StoredPassword,
-    Tenant, TlsFiles, UpstreamTls, User,
+    AuthMethod, CaSource, Config, LogFormat, PoolMode, PoolSettings, ServerSettings, SslMode,
+    StoredPassword, Tenant, TlsFiles, UpstreamTls, User,
 };
 
 /// Why a configuration was refused.
@@ -41,6 +42,21 @@ const DEFAULT_MAX_PREPARED_STATEMENTS: u32 = 500;
 const MAX_PREPARED_STATEMENTS: u32 = 100_000;
 /// Iterations for SCRAM secrets derived from plain-text passwords, as Postgres uses.
 const SCRAM_ITERATIONS: u32 = 4096;
+/// Supavisor's default for `default_max_clients`.
+const DEFAULT_MAX_CLIENTS: u32 = 1000;
+const MAX_CLIENTS: u32 = 1_000_000;
+/// Postgres's stock query for a role's password verifier.
+pub const DEFAULT_AUTH_QUERY: &str =
+    "SELECT rolname, rolpassword FROM pg_authid WHERE rolname = $1";
+
+/// `prefix.field`, or `field` alone for a tenant validated on its own (the API).
+fn join(prefix: &str, field: &str) -> String {
+    if prefix.is_empty() {
+        field.to_owned()
+    } else {
+        format!("{prefix}.{field}")
+    }
+}
 
 fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
@@ -66,6 +82,15 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     let mut tenants: Vec<Arc<Tenant>> = Vec::with_capacity(raw.tenants.len());
     for (i, t) in raw.tenants.iter().enumerate() {
         let tenant = validate_tenant(&format!("tenants[{i}]"), t, &pool)?;
+        if let Some(other) = tenants
+            .iter()
+            .find(|o| o.sni_hostname.is_some() && o.sni_hostname == tenant.sni_hostname)
+        {
+            return Err(invalid(
+                format!("tenants[{i}].sni_hostname"),
+                format!("already used by tenant {:?}", other.id),
+            ));
+        }
         if tenants.iter().any(|other| other.id == tenant.id) {
             return Err(invalid(
                 format!("tenants[{i}].external_id"),
@@ -224,24 +249,30 @@ fn required<'a>(key: &str, v: &'a Option<String>) -> Result<&'a str, ConfigError
     }
 }
 
-fn validate_tenant(key: &str, t: &RawTenant, pool: &PoolSettings) -> Result<Tenant, ConfigError> {
-    let id = required(&format!("{key}.external_id"), &t.external_id)?;
-    if !id
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'))
+/// Validates one tenant; `key` prefixes the names in errors ("" for the API).
+pub fn validate_tenant(
+    key: &str,
+    t: &RawTenant,
+    pool: &PoolSettings,
+) -> Result<Tenant, ConfigError> {
+    let id = required(&join(key, "external_id"), &t.external_id)?;
+    if id.len() > 255
+        || !id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'))
     {
         return Err(invalid(
-            format!("{key}.external_id"),
-            "may hold only ASCII letters, digits, '_' and '-'",
+            join(key, "external_id"),
+            "may hold only ASCII letters, digits, '_' and '-' (at most 255)",
         ));
     }
-    let host = required(&format!("{key}.db_host"), &t.db_host)?;
+    let host = required(&join(key, "db_host"), &t.db_host)?;
     let port = t.db_port.unwrap_or(5432);
     let port = u16::try_from(port)
         .ok()
         .filter(|p| *p != 0)
-        .ok_or_else(|| invalid(format!("{key}.db_port"), "must be between 1 and 65535"))?;
-    let database = required(&format!("{key}.db_database"), &t.db_database)?;
+        .ok_or_else(|| invalid(join(key, "db_port"), "must be between 1 and 65535"))?;
+    let database = required(&join(key, "db_database"), &t.db_database)?;
     let auth_method = match t.auth_method.as_deref().unwrap_or("scram-sha-256") {
         "scram-sha-256" => AuthMethod::ScramSha256,
         "md5" => AuthMethod::Md5,
@@ -249,27 +280,75 @@ fn validate_tenant(key: &str, t: &RawTenant, pool: &PoolSettings) -> Result<Tena
         "trust" => AuthMethod::Trust,
         other => {
             return Err(invalid(
-                format!("{key}.auth_method"),
+                join(key, "auth_method"),
                 format!("{other:?} is not one of scram-sha-256, md5, password, trust"),
             ))
         }
     };
     let upstream_tls = validate_upstream_tls(key, t)?;
     let default_pool_size = t.default_pool_size.unwrap_or(DEFAULT_POOL_SIZE);
-    check_pool_size(&format!("{key}.default_pool_size"), default_pool_size)?;
-    if t.users.is_empty() {
+    check_pool_size(&join(key, "default_pool_size"), default_pool_size)?;
+    let max_clients = t.default_max_clients.unwrap_or(DEFAULT_MAX_CLIENTS);
+    check_max_clients(&join(key, "default_max_clients"), max_clients)?;
+    let auth_query = t
+        .auth_query
+        .clone()
+        .unwrap_or_else(|| DEFAULT_AUTH_QUERY.to_owned());
+    if auth_query.trim().is_empty() || auth_query.contains('\0') {
         return Err(invalid(
-            format!("{key}.users"),
-            "at least one user is required",
+            join(key, "auth_query"),
+            "must be a non-empty query",
         ));
+    }
+    if let Some(v) = &t.ip_version {
+        if !matches!(v.as_str(), "auto" | "v4" | "v6") {
+            return Err(invalid(
+                join(key, "ip_version"),
+                format!("{v:?} is not one of \"auto\", \"v4\", \"v6\""),
+            ));
+        }
+    }
+    let allow_list = match &t.allow_list {
+        None => None,
+        Some(list) => {
+            Some(AllowList::parse(list).map_err(|e| invalid(join(key, "allow_list"), e))?)
+        }
+    };
+    let sni_hostname = match t.sni_hostname.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(h) => Some(h.to_ascii_lowercase()),
+    };
+    let client_idle_timeout = match t.client_idle_timeout.unwrap_or(0) {
+        0 => None,
+        s @ 1..=31_536_000 => Some(Duration::from_secs(s)),
+        _ => {
+            return Err(invalid(
+                join(key, "client_idle_timeout"),
+                "must be between 0 and 31536000 (seconds)",
+            ))
+        }
+    };
+    let mut default_parameter_status = Vec::new();
+    for (name, value) in t.default_parameter_status.iter().flatten() {
+        if name.is_empty() || name.contains('\0') || value.contains('\0') || name.len() > 64 {
+            return Err(invalid(
+                join(key, "default_parameter_status"),
+                format!("{name:?} is not a valid parameter"),
+            ));
+        }
+        default_parameter_status.push((name.clone(), value.clone()));
+    }
+    let require_user = t.require_user.unwrap_or(false);
+    if t.users.is_empty() {
+        return Err(invalid(join(key, "users"), "at least one user is required"));
     }
     let mut users: Vec<Arc<User>> = Vec::with_capacity(t.users.len());
     for (i, u) in t.users.iter().enumerate() {
-        let ukey = format!("{key}.users[{i}]");
-        let user = validate_user(&ukey, u, auth_method, default_pool_size, pool)?;
+        let ukey = join(key, &format!("users[{i}]"));
+        let user = validate_user(&ukey, u, auth_method, default_pool_size, max_clients, pool)?;
         if users.iter().any(|other| other.name == user.name) {
             return Err(invalid(
-                format!("{ukey}.db_user"),
+                format!("{ukey}.db_user_alias"),
                 format!("duplicate user {:?}", user.name),
             ));
         }
@@ -283,7 +362,24 @@ fn validate_tenant(key: &str, t: &RawTenant, pool: &PoolSettings) -> Result<Tena
         auth_method,
         upstream_tls,
         users,
+        require_user,
+        auth_query,
+        default_pool_size,
+        max_clients,
+        client_idle_timeout,
+        enforce_ssl: t.enforce_ssl.unwrap_or(false),
+        allow_list,
+        sni_hostname,
+        default_parameter_status,
+        raw: t.clone(),
     })
+}
+
+fn check_max_clients(key: &str, n: u32) -> Result<(), ConfigError> {
+    if n == 0 || n > MAX_CLIENTS {
+        return Err(invalid(key, format!("must be between 1 and {MAX_CLIENTS}")));
+    }
+    Ok(())
 }
 
 fn validate_upstream_tls(key: &str, t: &RawTenant) -> Result<UpstreamTls, ConfigError> {
@@ -294,13 +390,13 @@ fn validate_upstream_tls(key: &str, t: &RawTenant) -> Result<UpstreamTls, Config
         (Some(true), Some("peer")) => Some(SslMode::VerifyFull),
         (None | Some(false), Some(_)) => {
             return Err(invalid(
-                format!("{key}.upstream_verify"),
+                join(key, "upstream_verify"),
                 "needs upstream_ssl = true",
             ))
         }
         (Some(true), Some(other)) => {
             return Err(invalid(
-                format!("{key}.upstream_verify"),
+                join(key, "upstream_verify"),
                 format!("{other:?} is not one of \"none\", \"peer\""),
             ))
         }
@@ -308,7 +404,7 @@ fn validate_upstream_tls(key: &str, t: &RawTenant) -> Result<UpstreamTls, Config
     let mode = match (t.upstream_sslmode.as_deref(), from_supavisor) {
         (Some(_), Some(_)) => {
             return Err(invalid(
-                format!("{key}.upstream_sslmode"),
+                join(key, "upstream_sslmode"),
                 "give either upstream_sslmode or upstream_ssl/upstream_verify, not both",
             ))
         }
@@ -320,21 +416,28 @@ fn validate_upstream_tls(key: &str, t: &RawTenant) -> Result<UpstreamTls, Config
         (Some("verify-full"), None) => SslMode::VerifyFull,
         (Some(other), None) => {
             return Err(invalid(
-                format!("{key}.upstream_sslmode"),
+                join(key, "upstream_sslmode"),
                 format!("{other:?} is not one of disable, prefer, require, verify-full"),
             ))
         }
     };
-    let ca_file = t.upstream_tls_ca.as_ref().map(PathBuf::from);
-    if let Some(ca) = &ca_file {
-        if !ca.is_file() {
-            return Err(invalid(
-                format!("{key}.upstream_tls_ca"),
-                format!("{} is not a readable file", ca.display()),
-            ));
+    let ca = match t.upstream_tls_ca.as_deref() {
+        None => None,
+        Some(pem) if pem.trim_start().starts_with("-----BEGIN") => {
+            Some(CaSource::Pem(Arc::from(pem)))
         }
-    }
-    Ok(UpstreamTls { mode, ca_file })
+        Some(path) => {
+            let path = PathBuf::from(path);
+            if !path.is_file() {
+                return Err(invalid(
+                    join(key, "upstream_tls_ca"),
+                    format!("{} is not a readable file", path.display()),
+                ));
+            }
+            Some(CaSource::File(path))
+        }
+    };
+    Ok(UpstreamTls { mode, ca })
 }
 
 fn check_pool_size(key: &str, size: u32) -> Result<(), ConfigError> {
@@ -352,9 +455,26 @@ fn validate_user(
     u: &RawUser,
     auth_method: AuthMethod,
     default_pool_size: u32,
+    default_max_clients: u32,
     pool: &PoolSettings,
 ) -> Result<User, ConfigError> {
-    let name = required(&format!("{key}.db_user"), &u.db_user)?;
+    let db_user = required(&format!("{key}.db_user"), &u.db_user)?;
+    let name = match u.db_user_alias.as_deref() {
+        None => db_user,
+        Some(alias) => {
+            required(&format!("{key}.db_user_alias"), &u.db_user_alias).map(|_| alias)?
+        }
+    };
+    for (field, v) in [("db_user", db_user), ("db_user_alias", name)] {
+        if v.len() > 63 || v.contains('\0') {
+            return Err(invalid(
+                format!("{key}.{field}"),
+                "must be at most 63 bytes, without NUL",
+            ));
+        }
+    }
+    let max_clients = u.max_clients.unwrap_or(default_max_clients);
+    check_max_clients(&format!("{key}.max_clients"), max_clients)?;
     let pool_size = u.pool_size.unwrap_or(default_pool_size);
     check_pool_size(&format!("{key}.pool_size"), pool_size)?;
     let mode = match u.mode_type.as_deref().unwrap_or("transaction") {
@@ -422,6 +542,9 @@ fn validate_user(
     }
     Ok(User {
         name: name.to_owned(),
+        db_user: db_user.to_owned(),
+        max_clients,
+        is_manager: u.is_manager.unwrap_or(false),
         password,
         pool_size,
         mode,

@@ -120,7 +120,7 @@ pub struct ServerTarget {
     pub user: String,
     pub credential: ServerCredential,
     pub ssl_mode: SslMode,
-    pub ca_file: Option<std::path::PathBuf>,
+    pub ca: Option<crate::config::CaSource>,
     pub tls: Option<tokio_rustls::TlsConnector>,
 }
 

@@ -68,6 +68,8 @@ pub struct Pool {
     pub closed: tokio_util::sync::CancellationToken,
     /// The LISTEN hub of this pool, started on the first LISTEN.
     pub listen_hub: std::sync::OnceLock<crate::listen::ListenHub>,
+    /// Statistics of this pool's (tenant, user), shared with its clients.
+    pub metrics: Arc<crate::metrics::UserStats>,
 }
 
 /// A server connection lent to a client; give it back with [`Pool::release`] or
@@ -78,7 +80,12 @@ pub struct Lease {
 }
 
 impl Pool {
-    pub fn new(name: String, target: ServerTarget, limits: PoolLimits) -> Arc<Self> {
+    pub fn new(
+        name: String,
+        target: ServerTarget,
+        limits: PoolLimits,
+        metrics: Arc<crate::metrics::UserStats>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             name,
             upstream_addr: format!("{}:{}", target.host, target.port).into(),
@@ -91,6 +98,7 @@ impl Pool {
             next_id: AtomicU64::new(1),
             stats: PoolStats::default(),
             closed: tokio_util::sync::CancellationToken::new(),
+            metrics,
             listen_hub: std::sync::OnceLock::new(),
         })
     }
@@ -113,6 +121,19 @@ impl Pool {
         self.params.load_full()
     }
 
+    /// Server connections open (idle or lent).
+    pub fn open_connections(&self) -> u32 {
+        self.stats.connections.load(Ordering::Relaxed)
+    }
+
+    /// (idle, lent, clients waiting), for metrics.
+    pub fn gauges(&self) -> (u64, u64, u64) {
+        let open = u64::from(self.stats.connections.load(Ordering::Relaxed));
+        let lent = u64::from(self.stats.checked_out.load(Ordering::Relaxed));
+        let waiting = u64::from(self.stats.waiting.load(Ordering::Relaxed));
+        (open.saturating_sub(lent), lent, waiting)
+    }
+
     fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<ServerConn>> {
         self.idle.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -127,7 +148,9 @@ impl Pool {
             Err(tokio::sync::TryAcquireError::Closed) => return Err(CheckoutError::Closed),
             Err(tokio::sync::TryAcquireError::NoPermits) => {
                 self.stats.waiting.fetch_add(1, Ordering::Relaxed);
+                let started = Instant::now();
                 let r = tokio::time::timeout(wait, self.permits.clone().acquire_owned()).await;
+                self.metrics.checkout.observe(started.elapsed());
                 self.stats.waiting.fetch_sub(1, Ordering::Relaxed);
                 match r {
                     Ok(Ok(p)) => p,

@@ -1,0 +1,1 @@
+//! Management API (placeholder while the crate is set up).
