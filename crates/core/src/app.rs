@@ -35,6 +35,8 @@ pub struct App {
     pools: Mutex<HashMap<PoolKey, Arc<Pool>>>,
     /// Tenants from the file and the metadata store.
     pub tenants: Tenants,
+    /// Recent auth_query answers.
+    pub auth_cache: crate::client::auth_query::AuthCache,
     pub cancels: CancelRegistry,
     /// A SCRAM secret no password matches, for unknown users.
     pub dummy_secret: ScramSecret,
@@ -78,6 +80,7 @@ impl App {
             tls: ArcSwapOption::new(tls.map(Arc::new)),
             pools: Mutex::new(HashMap::new()),
             tenants,
+            auth_cache: Default::default(),
             cancels: CancelRegistry::default(),
             dummy_secret,
             shutdown,
@@ -102,7 +105,10 @@ impl App {
     pub fn pool(self: &Arc<Self>, tenant: &Tenant, user: &User) -> Result<Arc<Pool>, TlsError> {
         let key = (tenant.id.clone(), user.name.clone());
         if let Some(p) = self.lock_pools().get(&key) {
-            return Ok(p.clone());
+            // A user found through auth_query may come back with a new password.
+            if same_target(p.target(), tenant, user) {
+                return Ok(p.clone());
+            }
         }
         let target = target_for(tenant, user)?;
         let limits = limits_for(&self.config(), user);
@@ -113,7 +119,10 @@ impl App {
             .unwrap_or_default();
         let mut pools = self.lock_pools();
         if let Some(p) = pools.get(&key) {
-            return Ok(p.clone());
+            if same_target(p.target(), tenant, user) {
+                return Ok(p.clone());
+            }
+            p.close_all();
         }
         let pool = Pool::new(
             format!("{}/{}", tenant.id, user.name),
@@ -257,6 +266,7 @@ impl App {
         let tenant = Arc::new(self.check_tenant(raw)?);
         let id = tenant.id.clone();
         let (outcome, _old) = self.tenants.upsert_store_tenant(tenant.clone())?;
+        self.auth_cache.forget_tenant(&id);
         self.settle_pools(&id, Some(&tenant), &self.config());
         Ok(outcome)
     }
@@ -267,6 +277,7 @@ impl App {
         let Some(old) = self.tenants.remove_store_tenant(id)? else {
             return Ok(false);
         };
+        self.auth_cache.forget_tenant(id);
         self.settle_pools(id, None, &self.config());
         old.live.end_clients(GoneReason::Deleted);
         Ok(true)

@@ -40,6 +40,23 @@ pub enum ClientError {
         "terminating connection because its tenant or user was removed from the configuration"
     )]
     Removed,
+    #[error("too many client connections for tenant \"{tenant}\"")]
+    TenantFull { tenant: String },
+    #[error("too many client connections for user \"{user}\" of tenant \"{tenant}\"")]
+    UserFull { tenant: String, user: String },
+    #[error("connections from {addr} are not allowed for tenant \"{tenant}\"")]
+    AddressNotAllowed {
+        tenant: String,
+        addr: std::net::IpAddr,
+    },
+    #[error("tenant \"{tenant}\" requires an SSL connection (sslmode=require)")]
+    SslRequired { tenant: String },
+    #[error("terminating connection because tenant \"{tenant}\" was deleted")]
+    TenantDeleted { tenant: String },
+    #[error("terminating connection: the connections of tenant \"{tenant}\" were terminated by an administrator")]
+    TenantTerminated { tenant: String },
+    #[error("terminating connection due to idle-session timeout")]
+    IdleTimeout,
 }
 
 impl ClientError {
@@ -56,7 +73,13 @@ impl ClientError {
             Self::ServerRefused { code, .. } => code,
             Self::ServerLost => "08006",
             Self::ShuttingDown => "57P03",
-            Self::Terminated | Self::Removed => "57P01",
+            Self::Terminated
+            | Self::Removed
+            | Self::TenantDeleted { .. }
+            | Self::TenantTerminated { .. } => "57P01",
+            Self::TenantFull { .. } | Self::UserFull { .. } => "53300",
+            Self::AddressNotAllowed { .. } | Self::SslRequired { .. } => "28000",
+            Self::IdleTimeout => "57P05",
         }
     }
 

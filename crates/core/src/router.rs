@@ -1,25 +1,30 @@
-//! Which tenant and user a client means, from its startup parameters. Pure.
+//! Which tenant and user a client means, from its startup parameters and the TLS
+//! server name it asked for. Pure apart from the registry look-ups.
 //!
 //! In order: the startup option `-c tidepool.tenant=ID` (or Supavisor's
-//! `reference=ID`), the user name `user.tenant` (split on the last dot), a database
-//! name equal to a tenant id, or the only tenant when there is just one.
-
-use std::sync::Arc;
+//! `reference=ID`), the user name `user.tenant` (split on the last dot), the TLS
+//! server name (an exact `sni_hostname`, else its first label as a tenant id), a
+//! database name equal to a tenant id, or the only tenant when there is just one.
 
 use pgwire::startup::StartupParams;
 
-use crate::config::{Config, Tenant};
 use crate::error::ClientError;
+use crate::tenants::{TenantEntry, Tenants};
 
 /// The tenant and database user a client asked for.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Route {
-    pub tenant: Arc<Tenant>,
+    pub entry: TenantEntry,
     pub user: String,
 }
 
-/// Resolves a client's startup parameters to a tenant and user.
-pub fn route(config: &Config, params: &StartupParams) -> Result<Route, ClientError> {
+/// Resolves a client's startup parameters (and TLS server name) to a tenant and
+/// user.
+pub fn route(
+    tenants: &Tenants,
+    params: &StartupParams,
+    server_name: Option<&str>,
+) -> Result<Route, ClientError> {
     let raw_user = params
         .get("user")
         .filter(|u| !u.is_empty())
@@ -29,30 +34,33 @@ pub fn route(config: &Config, params: &StartupParams) -> Result<Route, ClientErr
         .filter(|d| !d.is_empty())
         .unwrap_or(raw_user);
 
-    let (tenant, user) = if let Some(id) = params.get("options").and_then(tenant_option) {
-        (config.tenant(id).ok_or(ClientError::NoTenant)?, raw_user)
+    let (entry, user) = if let Some(id) = params.get("options").and_then(tenant_option) {
+        (tenants.get(id).ok_or(ClientError::NoTenant)?, raw_user)
     } else if let Some((user, t)) = raw_user
         .rsplit_once('.')
-        .and_then(|(u, id)| config.tenant(id).map(|t| (u, t)))
         .filter(|(u, _)| !u.is_empty())
+        .and_then(|(u, id)| tenants.get(id).map(|t| (u, t)))
     {
         (t, user)
-    } else if let Some(t) = config.tenant(database) {
+    } else if let Some(t) = server_name.and_then(|n| tenants.by_server_name(n)) {
         (t, raw_user)
-    } else if let [only] = config.tenants.as_slice() {
+    } else if let Some(t) = tenants.get(database) {
+        (t, raw_user)
+    } else if let Some(only) = tenants.only() {
         (only, raw_user)
     } else {
         return Err(ClientError::NoTenant);
     };
 
+    let tenant = &entry.tenant;
     if database != tenant.database && database != tenant.id && database != raw_user {
         return Err(ClientError::UnknownDatabase {
             database: database.to_owned(),
         });
     }
     Ok(Route {
-        tenant: tenant.clone(),
         user: user.to_owned(),
+        entry,
     })
 }
 
@@ -81,9 +89,12 @@ fn tenant_option(options: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
+    use crate::tenants::{Signals, Tenants};
+    use tokio_util::sync::CancellationToken;
 
-    fn config() -> Config {
-        Config::from_toml(
+    fn config() -> Tenants {
+        let c = Config::from_toml(
             r#"
             [[tenants]]
             external_id = "t1"
@@ -99,9 +110,23 @@ mod tests {
             [[tenants.users]]
             db_user = "u"
             db_password = "p"
+            [[tenants]]
+            external_id = "t3"
+            db_host = "h"
+            db_database = "third"
+            sni_hostname = "Pool.Example.com"
+            [[tenants.users]]
+            db_user = "u"
+            db_password = "p"
             "#,
         )
-        .unwrap()
+        .unwrap();
+        let t = Tenants::new(Signals::new(
+            CancellationToken::new(),
+            CancellationToken::new(),
+        ));
+        t.replace_file_tenants(&c.tenants);
+        t
     }
 
     fn params(kv: &[(&str, &str)]) -> StartupParams {
@@ -119,9 +144,13 @@ mod tests {
         let r = route(
             &config(),
             &params(&[("user", "my.user.t1"), ("database", "app")]),
+            None,
         )
         .unwrap();
-        assert_eq!((r.tenant.id.as_str(), r.user.as_str()), ("t1", "my.user"));
+        assert_eq!(
+            (r.entry.tenant.id.as_str(), r.user.as_str()),
+            ("t1", "my.user")
+        );
     }
 
     #[test]
@@ -130,28 +159,51 @@ mod tests {
         let r = route(
             &c,
             &params(&[("user", "u"), ("options", "-c tidepool.tenant=t2")]),
+            None,
         )
         .unwrap();
-        assert_eq!(r.tenant.id, "t2");
-        let r = route(&c, &params(&[("user", "u"), ("options", "reference=t2")])).unwrap();
-        assert_eq!(r.tenant.id, "t2");
-        let r = route(&c, &params(&[("user", "u"), ("database", "t2")])).unwrap();
-        assert_eq!(r.tenant.id, "t2");
+        assert_eq!(r.entry.tenant.id, "t2");
+        let r = route(
+            &c,
+            &params(&[("user", "u"), ("options", "reference=t2")]),
+            None,
+        )
+        .unwrap();
+        assert_eq!(r.entry.tenant.id, "t2");
+        let r = route(&c, &params(&[("user", "u"), ("database", "t2")]), None).unwrap();
+        assert_eq!(r.entry.tenant.id, "t2");
+    }
+
+    #[test]
+    fn tls_server_name() {
+        let c = config();
+        let p = params(&[("user", "u")]);
+        let r = route(&c, &p, Some("pool.example.COM")).unwrap();
+        assert_eq!(r.entry.tenant.id, "t3");
+        let r = route(&c, &p, Some("t2.pool.example.net")).unwrap();
+        assert_eq!(r.entry.tenant.id, "t2");
+        assert!(matches!(
+            route(&c, &p, Some("nope.example.com")),
+            Err(ClientError::NoTenant)
+        ));
+        // An explicit user.tenant wins over the server name.
+        let r = route(&c, &params(&[("user", "u.t1")]), Some("pool.example.com")).unwrap();
+        assert_eq!(r.entry.tenant.id, "t1");
     }
 
     #[test]
     fn unknown_tenant_or_database() {
         let c = config();
         assert!(matches!(
-            route(&c, &params(&[("user", "u")])),
+            route(&c, &params(&[("user", "u")]), None),
             Err(ClientError::NoTenant)
         ));
         assert!(matches!(
-            route(&c, &params(&[("user", "u.t2"), ("database", "nope")])),
+            route(&c, &params(&[("user", "u.t2"), ("database", "nope")]), None),
             Err(ClientError::UnknownDatabase { .. })
         ));
         assert!(matches!(
-            route(&c, &params(&[("database", "x")])),
+            route(&c, &params(&[("database", "x")]), None),
             Err(ClientError::NoUser)
         ));
     }

@@ -19,6 +19,14 @@ impl Stream {
         !matches!(self, Self::Plain(_))
     }
 
+    /// The server name a TLS client asked for (SNI), if any.
+    pub fn server_name(&self) -> Option<&str> {
+        match self {
+            Self::ServerTls(s) => s.get_ref().1.server_name(),
+            _ => None,
+        }
+    }
+
     /// The TCP socket underneath.
     pub fn tcp(&self) -> &TcpStream {
         match self {

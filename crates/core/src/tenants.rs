@@ -101,6 +101,10 @@ impl ClientSlot {
     pub fn stats(&self) -> &Arc<UserStats> {
         &self.user.stats
     }
+
+    pub fn tenant(&self) -> &Arc<TenantLive> {
+        &self.tenant
+    }
 }
 
 impl Drop for ClientSlot {

@@ -14,6 +14,45 @@ pub fn query(sql: &str, out: &mut BytesMut) {
     patch_len(out, start);
 }
 
+/// Parse of `sql` into the statement `name` ("" for the unnamed one), with the
+/// parameter types left to the server.
+pub fn parse(name: &str, sql: &str, out: &mut BytesMut) {
+    let start = begin(out, tag::PARSE);
+    put_cstr(out, name);
+    put_cstr(out, sql);
+    out.put_i16(0);
+    patch_len(out, start);
+}
+
+/// Bind of text parameters (`None` is NULL) to `statement` into `portal`, asking
+/// for text results.
+pub fn bind_text(portal: &str, statement: &str, params: &[Option<&str>], out: &mut BytesMut) {
+    let start = begin(out, tag::BIND);
+    put_cstr(out, portal);
+    put_cstr(out, statement);
+    out.put_i16(0);
+    out.put_i16(params.len() as i16);
+    for p in params {
+        match p {
+            Some(v) => {
+                out.put_i32(v.len() as i32);
+                out.put_slice(v.as_bytes());
+            }
+            None => out.put_i32(-1),
+        }
+    }
+    out.put_i16(0);
+    patch_len(out, start);
+}
+
+/// Execute of `portal`, all rows (`max_rows` 0) or at most `max_rows`.
+pub fn execute(portal: &str, max_rows: u32, out: &mut BytesMut) {
+    let start = begin(out, tag::EXECUTE);
+    put_cstr(out, portal);
+    out.put_u32(max_rows);
+    patch_len(out, start);
+}
+
 /// Terminate.
 pub fn terminate(out: &mut BytesMut) {
     out.put_slice(&[tag::TERMINATE, 0, 0, 0, 4]);

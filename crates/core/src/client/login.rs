@@ -3,6 +3,7 @@
 //! cancel key, and the login answer ending with ReadyForQuery.
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use bytes::BytesMut;
@@ -11,11 +12,12 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::auth::{authenticate, AuthFailure};
+use super::auth_query;
 use super::handshake::{open, Opening};
 use super::session::Session;
 use super::statements::ClientStatements;
 use crate::app::App;
-use crate::config::{PoolMode, StoredPassword, User};
+use crate::config::{AuthMethod, PoolMode, StoredPassword, Tenant, User};
 use crate::error::ClientError;
 use crate::framed::send;
 use crate::params::{ParamValues, SessionSettings};
@@ -24,6 +26,37 @@ use crate::server::connect::ConnectError;
 use crate::server::pool::{CheckoutError, Lease};
 use crate::server::reset::{run_discarding, QueryOutcome};
 use crate::stream::Stream;
+use crate::tenants::AdmitError;
+
+/// Metrics label of failed logins that named no known user.
+const UNKNOWN_USER: &str = "(unknown)";
+
+/// Tenant rules checked before authentication: TLS required, client address.
+fn admissible(tenant: &Tenant, stream: &Stream, peer: SocketAddr) -> Result<(), ClientError> {
+    if tenant.enforce_ssl && !stream.is_tls() {
+        return Err(ClientError::SslRequired {
+            tenant: tenant.id.clone(),
+        });
+    }
+    if let Some(list) = &tenant.allow_list {
+        if !list.allows(peer.ip()) {
+            return Err(ClientError::AddressNotAllowed {
+                tenant: tenant.id.clone(),
+                addr: peer.ip(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The exchange a user found through auth_query needs: its verifier decides.
+fn method_for(user: Option<&User>, tenant_method: AuthMethod) -> AuthMethod {
+    match user.map(|u| &u.password) {
+        Some(StoredPassword::Scram(_)) => AuthMethod::ScramSha256,
+        Some(StoredPassword::Md5(_)) => AuthMethod::Md5,
+        _ => tenant_method,
+    }
+}
 
 /// Tells the client why its session ends (best effort: it may be gone already).
 pub(super) async fn send_fatal(stream: &mut Stream, err: &ClientError) {
@@ -100,48 +133,145 @@ pub(super) async fn login(
         backend::negotiate_protocol_version(0, &unsupported, &mut out);
     }
 
-    let route = match route(&config, &params) {
-        Ok(r) => r,
+    // An unknown tenant is told so only after a full (failing) authentication, so
+    // its answer takes as long as a known tenant's.
+    let route = match route(&app.tenants, &params, stream.server_name()) {
+        Ok(r) => Some(r),
+        Err(ClientError::NoTenant) => None,
         Err(e) => {
             tracing::info!(%peer, error = %e, "client refused");
             send_fatal(&mut stream, &e).await;
             return None;
         }
     };
-    let user: Option<Arc<User>> = route.tenant.user(&route.user).cloned();
-    if !out.is_empty() && send(&mut stream, &mut out).await.is_err() {
-        return None;
-    }
-    let auth = authenticate(
-        &mut stream,
-        &mut buf,
-        &route.user,
-        user.as_deref(),
-        route.tenant.auth_method,
-        &app.dummy_secret,
-    );
-    let authenticated = match tokio::time::timeout_at(deadline, auth).await {
-        Ok(Ok(a)) => a,
-        Ok(Err(AuthFailure::Gone)) => return None,
-        Ok(Err(AuthFailure::Client(e))) => {
-            tracing::info!(%peer, tenant = %route.tenant.id, user = %route.user, error = %e, "client authentication failed");
+    if let Some(r) = &route {
+        if let Err(e) = admissible(&r.entry.tenant, &stream, peer) {
+            tracing::info!(%peer, tenant = %r.entry.tenant.id, error = %e, "client refused");
+            r.entry
+                .live
+                .user(UNKNOWN_USER)
+                .stats
+                .logins_failed
+                .fetch_add(1, Relaxed);
             send_fatal(&mut stream, &e).await;
             return None;
         }
-        Err(_) => {
-            send_fatal(&mut stream, &ClientError::AuthTimeout).await;
-            return None;
+    }
+    if !out.is_empty() && send(&mut stream, &mut out).await.is_err() {
+        return None;
+    }
+    let (user, method) = match &route {
+        None => (None, AuthMethod::ScramSha256),
+        Some(r) => {
+            let tenant = &r.entry.tenant;
+            match tenant.user(&r.user) {
+                Some(u) => (Some(u.clone()), tenant.auth_method),
+                None if auth_query::applies(tenant) => {
+                    let lookup = auth_query::lookup(app, tenant, &r.user);
+                    match tokio::time::timeout_at(deadline, lookup).await {
+                        Ok(Ok(found)) => {
+                            let method = method_for(found.as_deref(), tenant.auth_method);
+                            (found, method)
+                        }
+                        Ok(Err(e)) => {
+                            tracing::warn!(%peer, tenant = %tenant.id, error = %e, "auth_query lookup failed");
+                            send_fatal(&mut stream, &e).await;
+                            return None;
+                        }
+                        Err(_) => {
+                            send_fatal(&mut stream, &ClientError::AuthTimeout).await;
+                            return None;
+                        }
+                    }
+                }
+                None => (None, tenant.auth_method),
+            }
         }
     };
-    let Some(user) = user else {
-        // Unknown users never authenticate; this is unreachable in practice.
+    let user_name = match &route {
+        Some(r) => r.user.as_str(),
+        None => params.get("user").unwrap_or_default(),
+    };
+    let auth = authenticate(
+        &mut stream,
+        &mut buf,
+        user_name,
+        user.as_deref(),
+        method,
+        &app.dummy_secret,
+    );
+    let outcome = tokio::time::timeout_at(deadline, auth).await;
+    if !(matches!(outcome, Ok(Ok(_))) && route.is_some() && user.is_some()) {
+        let e = match outcome {
+            Ok(Ok(_)) | Ok(Err(AuthFailure::Client(_))) if route.is_none() => ClientError::NoTenant,
+            Ok(Err(AuthFailure::Gone)) => return None,
+            Ok(Err(AuthFailure::Client(e))) => e,
+            Ok(Ok(_)) => ClientError::AuthFailed {
+                user: user_name.to_owned(),
+            },
+            Err(_) => ClientError::AuthTimeout,
+        };
+        if let Some(r) = &route {
+            let listed = r.entry.tenant.user(&r.user).is_some();
+            let label = if listed {
+                r.user.as_str()
+            } else {
+                UNKNOWN_USER
+            };
+            r.entry
+                .live
+                .user(label)
+                .stats
+                .logins_failed
+                .fetch_add(1, Relaxed);
+            if !listed {
+                // A password just changed in Postgres is read again next time.
+                app.auth_cache.forget(&r.entry.tenant.id, &r.user);
+            }
+            tracing::info!(%peer, tenant = %r.entry.tenant.id, user = %r.user, error = %e, "client authentication failed");
+        } else {
+            tracing::info!(%peer, user = %user_name, error = %e, "client names no known tenant");
+        }
+        send_fatal(&mut stream, &e).await;
         return None;
+    }
+    let (Some(route), Some(user), Ok(Ok(authenticated))) = (route, user, outcome) else {
+        return None;
+    };
+    let tenant = route.entry.tenant.clone();
+    let slot = match route
+        .entry
+        .live
+        .admit(&user.name, tenant.max_clients, user.max_clients)
+    {
+        Ok(slot) => slot,
+        Err(full) => {
+            let e = match full {
+                AdmitError::TenantFull => ClientError::TenantFull {
+                    tenant: tenant.id.clone(),
+                },
+                AdmitError::UserFull => ClientError::UserFull {
+                    tenant: tenant.id.clone(),
+                    user: user.name.clone(),
+                },
+            };
+            route
+                .entry
+                .live
+                .user(&user.name)
+                .stats
+                .logins_failed
+                .fetch_add(1, Relaxed);
+            tracing::info!(%peer, tenant = %tenant.id, user = %user.name, error = %e, "client refused");
+            send_fatal(&mut stream, &e).await;
+            return None;
+        }
     };
     if app.shutdown.is_cancelled() {
         send_fatal(&mut stream, &ClientError::ShuttingDown).await;
         return None;
     }
-    let pool = match app.pool(&route.tenant, &user) {
+    let pool = match app.pool(&tenant, &user) {
         Ok(p) => p,
         Err(e) => {
             tracing::error!(error = %e, "cannot set up upstream TLS");
@@ -211,8 +341,10 @@ pub(super) async fn login(
         app: app.clone(),
         stream,
         pool,
-        tenant: route.tenant.clone(),
+        tenant: tenant.clone(),
         user: user.clone(),
+        signals: route.entry.live.signals(),
+        idle_sleep: None,
         cancel_key,
         cancel,
         max_message: config.server.max_message_size,
@@ -222,6 +354,7 @@ pub(super) async fn login(
         settings: SessionSettings::default(),
         notifications: None,
         notification_sink: None,
+        slot,
     };
     if send(&mut session.stream, &mut out).await.is_err() {
         if let Some(l) = lease {
@@ -230,6 +363,7 @@ pub(super) async fn login(
         app.cancels.unregister(cancel_key);
         return None;
     }
+    session.slot.stats().logins_ok.fetch_add(1, Relaxed);
     tracing::debug!(%peer, pool = %session.pool.name, mode = user.mode.as_str(), "client logged in");
     let pinned = match (lease, user.mode) {
         (Some(l), PoolMode::Session) => Some(Box::new(l)),

@@ -2,6 +2,7 @@
 //! client's traffic to the server connections it borrows.
 
 pub mod auth;
+pub mod auth_query;
 pub mod handshake;
 mod login;
 pub mod relay;

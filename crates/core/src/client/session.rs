@@ -4,7 +4,9 @@
 //! leaves or the pooler shuts down.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::BytesMut;
 use pgwire::{backend, TransactionStatus};
@@ -23,6 +25,7 @@ use crate::server::pool::{CheckoutError, Lease, Pool};
 use crate::server::reset::{clean, run_collect_pairs};
 use crate::sql_hint::{listen_command, ListenCommand};
 use crate::stream::Stream;
+use crate::tenants::{ClientSlot, GoneReason, Signals};
 
 /// A logged-in client.
 pub(super) struct Session {
@@ -44,11 +47,18 @@ pub(super) struct Session {
     /// Notifications for this client's LISTENs (transaction mode), once it listens.
     pub(super) notifications: Option<crate::listen::Inbox>,
     pub(super) notification_sink: Option<tokio::sync::mpsc::Sender<bytes::Bytes>>,
+    /// This client's tenant's signals: `stop` ends it when idle, `kill` at once.
+    pub(super) signals: Signals,
+    /// The tenant's client_idle_timeout timer, reused across waits (none when off).
+    pub(super) idle_sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// This client's place in its tenant's and user's counts.
+    pub(super) slot: ClientSlot,
 }
 
 /// What woke an idle transaction-mode client.
 enum Event {
     Shutdown,
+    IdleTimeout,
     Notification(bytes::Bytes),
     Readable,
 }
@@ -67,6 +77,14 @@ async fn next_notification(inbox: &mut Option<crate::listen::Inbox>) -> bytes::B
             Some(n) => n,
             None => std::future::pending().await,
         },
+        None => std::future::pending().await,
+    }
+}
+
+/// Waits out the idle timer, or forever when there is none.
+async fn idle_expiry(sleep: &mut Option<Pin<Box<tokio::time::Sleep>>>) {
+    match sleep {
+        Some(s) => s.as_mut().await,
         None => std::future::pending().await,
     }
 }
@@ -103,18 +121,34 @@ impl Session {
     /// (new upstream or credentials): then the client moves to the new one.
     async fn checkout(&mut self) -> Result<Lease, ClientError> {
         match self.pool.checkout().await {
+            Err(CheckoutError::Closed) if self.signals.stop.is_cancelled() => {
+                return Err(self.gone_error())
+            }
             Err(CheckoutError::Closed) if !self.app.shutdown.is_cancelled() => {}
             other => return other.map_err(client_error_of),
         }
-        let config = self.app.config();
-        let (tenant, user) = config
-            .tenant(&self.tenant.id)
-            .and_then(|t| t.user(&self.user.name).map(|u| (t.clone(), u.clone())))
+        let entry = self
+            .app
+            .tenants
+            .get(&self.tenant.id)
             .ok_or(ClientError::Removed)?;
+        let tenant = entry.tenant;
+        let user = match tenant.user(&self.user.name) {
+            Some(u) => u.clone(),
+            // Found through auth_query at login: keeps the verifier it logged in with.
+            None if self.tenant.user(&self.user.name).is_none()
+                && crate::client::auth_query::applies(&tenant) =>
+            {
+                self.user.clone()
+            }
+            None => return Err(ClientError::Removed),
+        };
         self.pool = self
             .app
             .pool(&tenant, &user)
             .map_err(|_| ClientError::ServerUnavailable)?;
+        self.tenant = tenant;
+        self.user = user;
         self.pool.checkout().await.map_err(client_error_of)
     }
 
@@ -126,6 +160,23 @@ impl Session {
         if let Some(hub) = self.pool.listen_hub.get() {
             hub.unlisten_all(self.client_id());
         }
+    }
+
+    /// What a client sent away by its signals is told.
+    fn gone_error(&self) -> ClientError {
+        if self.app.shutdown.is_cancelled() {
+            return ClientError::Terminated;
+        }
+        let tenant = self.tenant.id.clone();
+        match self.slot_reason() {
+            Some(GoneReason::Deleted) => ClientError::TenantDeleted { tenant },
+            Some(GoneReason::Terminated) => ClientError::TenantTerminated { tenant },
+            Some(GoneReason::Changed) | None => ClientError::Terminated,
+        }
+    }
+
+    fn slot_reason(&self) -> Option<GoneReason> {
+        self.slot.tenant().gone_reason()
     }
 
     fn client_id(&self) -> u64 {
@@ -182,11 +233,19 @@ impl Session {
     /// server back.
     async fn run_transactions(&mut self) {
         loop {
+            if let (Some(sleep), Some(limit)) =
+                (self.idle_sleep.as_mut(), self.tenant.client_idle_timeout)
+            {
+                sleep.as_mut().reset(tokio::time::Instant::now() + limit);
+            } else if let Some(limit) = self.tenant.client_idle_timeout {
+                self.idle_sleep = Some(Box::pin(tokio::time::sleep(limit)));
+            }
             // Only the wait is inline in the client's task; everything else runs
             // boxed, so an idle client costs little memory.
             let event = tokio::select! {
                 biased;
-                _ = self.app.shutdown.cancelled() => Event::Shutdown,
+                _ = self.signals.stop.cancelled() => Event::Shutdown,
+                _ = idle_expiry(&mut self.idle_sleep) => Event::IdleTimeout,
                 n = next_notification(&mut self.notifications) => Event::Notification(n),
                 r = self.stream.readable() => match r {
                     Ok(()) => Event::Readable,
@@ -195,7 +254,12 @@ impl Session {
             };
             let flow = match event {
                 Event::Shutdown => {
-                    Box::pin(send_fatal(&mut self.stream, &ClientError::Terminated)).await;
+                    let e = self.gone_error();
+                    Box::pin(send_fatal(&mut self.stream, &e)).await;
+                    Flow::Stop
+                }
+                Event::IdleTimeout => {
+                    Box::pin(send_fatal(&mut self.stream, &ClientError::IdleTimeout)).await;
                     Flow::Stop
                 }
                 // Delivered between transactions, as Postgres does.
@@ -249,6 +313,7 @@ impl Session {
             return Flow::Stop;
         }
         self.cancel.bind(lease.conn.backend);
+        let started = Instant::now();
         let end = tokio::select! {
             end = relay.run(
                 &mut self.stream,
@@ -259,8 +324,11 @@ impl Session {
                 }),
                 RelayUntil::TransactionEnd,
             ) => end,
-            _ = self.app.force.cancelled() => RelayEnd::ClientIo(std::io::ErrorKind::TimedOut.into()),
+            _ = self.signals.kill.cancelled() => RelayEnd::ClientIo(std::io::ErrorKind::TimedOut.into()),
         };
+        self.pool
+            .metrics
+            .add_transaction(&relay.counts(), started.elapsed());
         self.cancel.unbind().await;
         self.wanted.apply(&relay.param_changes);
         lease.conn.current.apply(&relay.param_changes);
@@ -304,9 +372,10 @@ impl Session {
     /// next idle point. The server is reset before it goes back to the pool.
     async fn run_pinned(&mut self, mut lease: Lease, mut relay: RelayState) {
         self.cancel.bind(lease.conn.backend);
+        let started = Instant::now();
         let mut until = RelayUntil::ClientLeaves;
         let end = loop {
-            let shutdown = self.app.shutdown.clone();
+            let shutdown = self.signals.stop.clone();
             let statements = self.statements.as_mut().map(|client| StatementCtx {
                 client,
                 server: &mut lease.conn.statements,
@@ -317,14 +386,18 @@ impl Session {
                     until = RelayUntil::TransactionEnd;
                     continue;
                 }
-                _ = self.app.force.cancelled() => RelayEnd::ClientIo(std::io::ErrorKind::TimedOut.into()),
+                _ = self.signals.kill.cancelled() => RelayEnd::ClientIo(std::io::ErrorKind::TimedOut.into()),
             };
             break end;
         };
+        self.pool
+            .metrics
+            .add_transaction(&relay.counts(), started.elapsed());
         self.cancel.unbind().await;
         lease.conn.current.apply(&relay.param_changes);
         if let RelayEnd::Idle = end {
-            send_fatal(&mut self.stream, &ClientError::Terminated).await;
+            let e = self.gone_error();
+            send_fatal(&mut self.stream, &e).await;
         }
         let reset = self.app.config().pool.reset_query.clone();
         self.finish(lease, &mut relay, end, Some(&reset)).await;

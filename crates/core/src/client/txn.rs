@@ -29,6 +29,8 @@ pub struct TxnTracker {
     portable_batch: bool,
     /// Status at the last ReadyForQuery.
     status: TransactionStatus,
+    /// Queries, function calls and Syncs the client sent (for metrics).
+    pub queries: u64,
 }
 
 impl Default for TxnTracker {
@@ -38,6 +40,7 @@ impl Default for TxnTracker {
             open_batch: false,
             portable_batch: true,
             status: TransactionStatus::Idle,
+            queries: 0,
         }
     }
 }
@@ -46,9 +49,13 @@ impl TxnTracker {
     /// Notes a message the client sends to the server.
     pub fn on_client_message(&mut self, head: &MessageHead) -> ClientIntent {
         match head.tag {
-            tag::QUERY | tag::FUNCTION_CALL => self.pending_ready += 1,
+            tag::QUERY | tag::FUNCTION_CALL => {
+                self.pending_ready += 1;
+                self.queries += 1;
+            }
             tag::SYNC => {
                 self.pending_ready += 1;
+                self.queries += 1;
                 self.open_batch = false;
                 self.portable_batch = true;
             }

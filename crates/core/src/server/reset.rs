@@ -32,11 +32,21 @@ pub enum QueryOutcome {
 async fn run_query(
     conn: &mut ServerConn,
     sql: &str,
+    on_row: impl FnMut(&[u8]) -> Option<()>,
+) -> QueryOutcome {
+    let mut out = BytesMut::with_capacity(sql.len() + 6);
+    frontend::query(sql, &mut out);
+    run_request(conn, out, on_row).await
+}
+
+/// Sends `request` (ending in a Query or a Sync) and waits for ReadyForQuery, as
+/// [`run_query`] does.
+async fn run_request(
+    conn: &mut ServerConn,
+    mut out: BytesMut,
     mut on_row: impl FnMut(&[u8]) -> Option<()>,
 ) -> QueryOutcome {
     let work = async {
-        let mut out = BytesMut::with_capacity(sql.len() + 6);
-        frontend::query(sql, &mut out);
         send(&mut conn.stream, &mut out).await.ok()?;
         let mut buf = BytesMut::with_capacity(1024);
         let mut failure = None;
@@ -90,6 +100,56 @@ pub async fn run_collect_pairs(conn: &mut ServerConn, sql: &str) -> Option<Vec<(
     })
     .await;
     matches!(outcome, QueryOutcome::Ready(_)).then_some(rows)
+}
+
+/// Runs `sql` with text parameters over the extended protocol (unnamed statement
+/// and portal; values never spliced into SQL) and collects its rows, NULL as
+/// `None`. At most `max_rows` rows are kept.
+pub async fn run_params_collect(
+    conn: &mut ServerConn,
+    sql: &str,
+    params: &[Option<&str>],
+    max_rows: usize,
+) -> Result<Vec<Vec<Option<String>>>, QueryOutcome> {
+    let mut out = BytesMut::with_capacity(sql.len() + 64);
+    frontend::parse("", sql, &mut out);
+    frontend::bind_text("", "", params, &mut out);
+    frontend::execute("", 0, &mut out);
+    frontend::sync(&mut out);
+    let mut rows = Vec::new();
+    let outcome = run_request(conn, out, |body| {
+        if rows.len() < max_rows {
+            rows.push(text_columns(body)?);
+        }
+        Some(())
+    })
+    .await;
+    match outcome {
+        QueryOutcome::Ready(TransactionStatus::Idle) => Ok(rows),
+        QueryOutcome::Ready(_) => Err(QueryOutcome::Broken),
+        other => Err(other),
+    }
+}
+
+/// The text columns of a DataRow body, NULL as `None`.
+fn text_columns(body: &[u8]) -> Option<Vec<Option<String>>> {
+    let (count, mut rest) = body.split_first_chunk::<2>()?;
+    let count = usize::try_from(i16::from_be_bytes(*count)).ok()?;
+    let mut columns = Vec::with_capacity(count.min(64));
+    for _ in 0..count {
+        let (len, tail) = rest.split_first_chunk::<4>()?;
+        let len = i32::from_be_bytes(*len);
+        if len < 0 {
+            columns.push(None);
+            rest = tail;
+            continue;
+        }
+        let len = usize::try_from(len).ok()?;
+        let value = tail.get(..len)?;
+        rest = tail.get(len..)?;
+        columns.push(Some(String::from_utf8(value.to_vec()).ok()?));
+    }
+    Some(columns)
 }
 
 /// The two non-null text columns of a DataRow body.

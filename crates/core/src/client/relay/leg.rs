@@ -23,6 +23,8 @@ pub(super) struct Leg {
     out_pos: usize,
     needs_flush: bool,
     pub scanner: MessageScanner,
+    /// Bytes read from the source so far (for metrics).
+    pub total_read: u64,
 }
 
 impl Leg {
@@ -35,6 +37,7 @@ impl Leg {
             out_pos: 0,
             needs_flush: false,
             scanner: MessageScanner::new(max_message),
+            total_read: 0,
         }
     }
 
@@ -110,6 +113,7 @@ impl Leg {
                 let n = rb.filled().len();
                 self.start = 0;
                 self.end = n;
+                self.total_read += n as u64;
                 Poll::Ready(Ok(n))
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),

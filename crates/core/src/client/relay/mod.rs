@@ -97,6 +97,15 @@ pub struct RelayState {
 }
 
 impl RelayState {
+    /// What this relay moved, for metrics.
+    pub fn counts(&self) -> crate::metrics::TxCounts {
+        crate::metrics::TxCounts {
+            queries: self.tracker.queries,
+            bytes_in: self.to_server.total_read,
+            bytes_out: self.to_client.total_read,
+        }
+    }
+
     pub fn new(max_client_message: usize) -> Self {
         Self {
             to_server: Leg::new(max_client_message),
