@@ -288,8 +288,17 @@ pub(super) async fn login(
     // a cold pool: open a server connection first if none was ever opened. Startup
     // settings other than application_name also need a server, which alone knows the
     // canonical form of a value ("ISO" becomes "ISO, MDY").
+    // A tenant's default_parameter_status stands in for a server never reached
+    // yet (as in Supavisor), so a cold pool need not connect at login.
+    let stand_in = (pool.server_params().is_none() && !tenant.default_parameter_status.is_empty())
+        .then(|| Arc::new(tenant.default_parameter_status.clone()));
+    let stand_in_values = || {
+        stand_in
+            .as_ref()
+            .map(|p| Arc::new(ParamValues::from_reported(p)))
+    };
     let startup = || params.params.iter().map(|(k, v)| (k.as_str(), v.as_str()));
-    let needs_server = match pool.default_values() {
+    let needs_server = match pool.default_values().or_else(stand_in_values) {
         None => true,
         Some(defaults) => {
             let mut wanted = (*defaults).clone();
@@ -311,10 +320,13 @@ pub(super) async fn login(
     }
     let server_params = match &lease {
         Some(l) => l.conn.params.clone(),
-        None => pool.server_params().unwrap_or_default(),
+        None => pool
+            .server_params()
+            .or_else(|| stand_in.clone())
+            .unwrap_or_default(),
     };
     // Shares the pool's values (no copy) unless the client set its own.
-    let mut wanted = match pool.default_values() {
+    let mut wanted = match pool.default_values().or_else(stand_in_values) {
         Some(defaults) => (*defaults).clone(),
         None => ParamValues::from_reported(&server_params),
     };
