@@ -136,6 +136,16 @@ impl App {
         Ok(pool)
     }
 
+    /// The pool of (tenant, user) if one is open and reaches the tenant's current
+    /// upstream (whatever credential it logs in with).
+    pub fn open_pool(&self, tenant: &Tenant, user_name: &str) -> Option<Arc<Pool>> {
+        let pools = self.lock_pools();
+        pools
+            .get(&(tenant.id.clone(), user_name.to_owned()))
+            .filter(|p| same_upstream(p.target(), tenant))
+            .cloned()
+    }
+
     /// Runs a pool's maintenance until shutdown, until the pool is closed, or until
     /// it has had neither clients nor connections for a whole pass (lazy pools:
     /// an unused tenant costs no task and no connection).

@@ -135,10 +135,17 @@ impl Session {
         let tenant = entry.tenant;
         let user = match tenant.user(&self.user.name) {
             Some(u) => u.clone(),
-            // Found through auth_query at login: keeps the verifier it logged in with.
+            // Found through auth_query at login. A later login of the same user may
+            // have opened a pool with a newer verifier: join it rather than replace
+            // it; otherwise open one with the verifier this client logged in with.
             None if self.tenant.user(&self.user.name).is_none()
                 && crate::client::auth_query::applies(&tenant) =>
             {
+                if let Some(pool) = self.app.open_pool(&tenant, &self.user.name) {
+                    self.pool = pool;
+                    self.tenant = tenant;
+                    return self.pool.checkout().await.map_err(client_error_of);
+                }
                 self.user.clone()
             }
             None => return Err(ClientError::Removed),
