@@ -21,6 +21,7 @@ mod postgres;
 pub mod wire;
 
 pub use cluster::bin_dir;
+pub use cluster::psql_program;
 pub use pooler::{listen_port_from_args, PoolMode, TidepoolProc};
 pub use pooler::{SIGHUP, SIGINT, SIGKILL, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
 pub use postgres::{connect, try_connect, PgServer, SUPERUSER, SUPERUSER_PASSWORD};
