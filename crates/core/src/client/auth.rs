@@ -54,10 +54,13 @@ fn failed(user_name: &str) -> AuthFailure {
 
 /// Runs the exchange for `method`. `user` is `None` for an unknown user, which
 /// always fails after a full exchange. `dummy` is a SCRAM secret no password matches.
+/// `sent_name` is the user name as the client sent it (`app.acme`): md5 clients
+/// salt their hash with it.
 pub async fn authenticate(
     stream: &mut Stream,
     buf: &mut BytesMut,
     user_name: &str,
+    sent_name: &str,
     user: Option<&User>,
     method: AuthMethod,
     dummy: &ScramSecret,
@@ -82,8 +85,10 @@ pub async fn authenticate(
             let response = read_password(stream, buf).await?;
             let stored = match user.map(|u| &u.password) {
                 Some(StoredPassword::Plain { password, .. }) => {
-                    Some(md5_password_hash(user_name, password.expose()))
+                    Some(md5_password_hash(sent_name, password.expose()))
                 }
+                // Salted with the role name: only clients that send the bare role
+                // name (tenant chosen by option, server name or database) match.
                 Some(StoredPassword::Md5(hash)) => Some(hash.expose().to_owned()),
                 _ => None,
             };

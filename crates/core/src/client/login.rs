@@ -196,6 +196,7 @@ pub(super) async fn login(
         &mut stream,
         &mut buf,
         user_name,
+        params.get("user").unwrap_or_default(),
         user.as_deref(),
         method,
         &app.dummy_secret,

@@ -89,6 +89,14 @@ async fn idle_expiry(sleep: &mut Option<Pin<Box<tokio::time::Sleep>>>) {
     }
 }
 
+/// Sleeps for `limit`, or forever when there is none.
+async fn sleep_for(limit: Option<std::time::Duration>) {
+    match limit {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// A lone simple-Query LISTEN / UNLISTEN: the whole of what the client sent.
 fn lone_listen(bytes: &[u8]) -> Option<ListenCommand> {
     let frame = pgwire::frame::decode_frame(bytes, bytes.len()).ok()??;
@@ -180,6 +188,20 @@ impl Session {
             Some(GoneReason::Terminated) => ClientError::TenantTerminated { tenant },
             Some(GoneReason::Changed) | None => ClientError::Terminated,
         }
+    }
+
+    /// A client cut off mid-transaction (its tenant deleted or terminated, or the
+    /// shutdown timeout) is told why, when that cannot break a message in half.
+    /// Returns whether the client was cut off.
+    async fn tell_if_killed(&mut self, relay: &RelayState) -> bool {
+        if !self.signals.kill.is_cancelled() {
+            return false;
+        }
+        if relay.client_at_message_boundary() {
+            let e = self.gone_error();
+            send_fatal(&mut self.stream, &e).await;
+        }
+        true
     }
 
     fn slot_reason(&self) -> Option<GoneReason> {
@@ -336,10 +358,11 @@ impl Session {
         self.pool
             .metrics
             .add_transaction(&relay.counts(), started.elapsed());
+        let killed = self.tell_if_killed(&relay).await;
         self.cancel.unbind().await;
         self.wanted.apply(&relay.param_changes);
         lease.conn.current.apply(&relay.param_changes);
-        if !matches!(end, RelayEnd::Idle) {
+        if killed || !matches!(end, RelayEnd::Idle) {
             self.finish(lease, &mut relay, end, None).await;
             return Flow::Stop;
         }
@@ -381,6 +404,11 @@ impl Session {
         self.cancel.bind(lease.conn.backend);
         let started = Instant::now();
         let mut until = RelayUntil::ClientLeaves;
+        // client_idle_timeout: every period, a client that moved no byte and sits
+        // outside a transaction is let go.
+        let idle_limit = self.tenant.client_idle_timeout;
+        let mut moved = relay.bytes_moved();
+        let mut idle_out = false;
         let end = loop {
             let shutdown = self.signals.stop.clone();
             let statements = self.statements.as_mut().map(|client| StatementCtx {
@@ -394,16 +422,31 @@ impl Session {
                     continue;
                 }
                 _ = self.signals.kill.cancelled() => RelayEnd::ClientIo(std::io::ErrorKind::TimedOut.into()),
+                _ = sleep_for(idle_limit) => {
+                    let now = relay.bytes_moved();
+                    if now == moved && relay.tracker.is_idle() {
+                        idle_out = true;
+                        RelayEnd::Idle
+                    } else {
+                        moved = now;
+                        continue;
+                    }
+                }
             };
             break end;
         };
         self.pool
             .metrics
             .add_transaction(&relay.counts(), started.elapsed());
+        let told = self.tell_if_killed(&relay).await;
         self.cancel.unbind().await;
         lease.conn.current.apply(&relay.param_changes);
-        if let RelayEnd::Idle = end {
-            let e = self.gone_error();
+        if matches!(end, RelayEnd::Idle) && !told {
+            let e = if idle_out {
+                ClientError::IdleTimeout
+            } else {
+                self.gone_error()
+            };
             send_fatal(&mut self.stream, &e).await;
         }
         let reset = self.app.config().pool.reset_query.clone();

@@ -106,6 +106,17 @@ impl RelayState {
         }
     }
 
+    /// True when the client has been sent whole messages only, so the pooler may
+    /// add one of its own (a FATAL before closing).
+    pub fn client_at_message_boundary(&self) -> bool {
+        self.to_client.is_drained() && self.to_client.scanner.at_boundary()
+    }
+
+    /// Bytes moved so far in both directions (to tell an idle session).
+    pub fn bytes_moved(&self) -> u64 {
+        self.to_server.total_read + self.to_client.total_read
+    }
+
     pub fn new(max_client_message: usize) -> Self {
         Self {
             to_server: Leg::new(max_client_message),
