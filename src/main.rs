@@ -1,13 +1,26 @@
-//! The `tidepool` binary: arguments, logging, signals and exit codes. Everything else
-//! lives in `tidepool-core`.
+//! The `tidepool` binary: arguments, environment, logging, signals and exit codes.
+//! The service lives in `tidepool-core`, the management API and the store sync in
+//! `tidepool-api`, the metadata store in `tidepool-store`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
 use tidepool_core::config::{single_upstream, LogFormat, SingleUpstream};
+use tidepool_core::secret::Secret;
 use tidepool_core::{App, Config};
+use tidepool_store::Store;
+use tokio_util::sync::CancellationToken;
+
+/// Secrets read from the environment only (never from flags, which `ps` shows).
+const ENV_API_JWT_SECRET: &str = "API_JWT_SECRET";
+const ENV_METRICS_JWT_SECRET: &str = "METRICS_JWT_SECRET";
+const ENV_ENCRYPTION_KEY: &str = "TIDEPOOL_ENCRYPTION_KEY";
+/// How long the API may take to finish its requests once the pooler has stopped.
+const API_STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// Tidepool: a multi-tenant PostgreSQL connection pooler.
 #[derive(Debug, Parser)]
@@ -54,9 +67,28 @@ struct Args {
     #[arg(long)]
     worker_threads: Option<u32>,
 
+    /// Metadata store: a Postgres URL whose database holds the tenants created
+    /// through the API (overrides the file's metadata.url). Needs
+    /// TIDEPOOL_ENCRYPTION_KEY.
+    #[arg(long, env = "TIDEPOOL_METADATA_URL", hide_env_values = true)]
+    metadata_url: Option<String>,
+
+    /// Address of the management HTTP API (overrides the file's api.listen). Needs
+    /// API_JWT_SECRET.
+    #[arg(long)]
+    api_listen: Option<String>,
+
     /// Validate the configuration and exit.
     #[arg(long)]
     check: bool,
+}
+
+/// The value of environment variable `name`, when set and not empty.
+fn env_secret(name: &str) -> Option<Secret> {
+    std::env::var(name)
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .map(Secret::new)
 }
 
 fn load(args: &Args) -> anyhow::Result<Config> {
@@ -82,7 +114,9 @@ fn load(args: &Args) -> anyhow::Result<Config> {
             tls_cert: args.tls_cert.clone(),
             tls_key: args.tls_key.clone(),
         })?,
-        _ => anyhow::bail!("give either --config FILE or --upstream URL (see --help)"),
+        // Every tenant may come from the metadata store.
+        (None, None) if args.metadata_url.is_some() => tidepool_core::config::RawConfig::default(),
+        _ => anyhow::bail!("give --config FILE, --upstream URL or --metadata-url URL (see --help)"),
     };
     if let Some(listen) = &args.listen {
         raw.server.listen = Some(listen.clone());
@@ -92,6 +126,21 @@ fn load(args: &Args) -> anyhow::Result<Config> {
     }
     if let Some(n) = args.worker_threads {
         raw.server.worker_threads = Some(n);
+    }
+    if let Some(url) = &args.metadata_url {
+        raw.metadata.url = Some(Secret::new(url.clone()));
+    }
+    if let Some(listen) = &args.api_listen {
+        raw.api.listen = Some(listen.clone());
+    }
+    if let Some(key) = env_secret(ENV_ENCRYPTION_KEY) {
+        raw.metadata.encryption_key = Some(key);
+    }
+    if let Some(secret) = env_secret(ENV_API_JWT_SECRET) {
+        raw.api.jwt_secret = Some(secret);
+    }
+    if let Some(secret) = env_secret(ENV_METRICS_JWT_SECRET) {
+        raw.api.metrics_jwt_secret = Some(secret);
     }
     Ok(Config::from_raw(raw)?)
 }
@@ -154,6 +203,8 @@ fn main() -> ExitCode {
 async fn serve(args: Args, config: Config) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let app = App::new(config)?;
+    let store = open_store(&app).await?;
+    let api = start_api(&app, store).await?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
@@ -181,12 +232,72 @@ async fn serve(args: Args, config: Config) -> anyhow::Result<()> {
     };
     let result = tidepool_core::run(app).await;
     signals.abort();
+    if let Some((stop, api)) = api {
+        stop.cancel();
+        match tokio::time::timeout(API_STOP_GRACE, api).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::warn!("management API stopped with an error: {e}"),
+            Ok(Err(e)) => tracing::warn!("management API task failed: {e}"),
+            Err(_) => tracing::warn!("management API did not stop within {API_STOP_GRACE:?}"),
+        }
+    }
     result.context("listener failed")
+}
+
+/// Opens the metadata store when one is configured, loads its tenants and starts
+/// following its changes. Fails (and Tidepool does not start) when the store cannot
+/// be reached or the encryption key is missing or wrong.
+async fn open_store(app: &Arc<App>) -> anyhow::Result<Option<Arc<Store>>> {
+    let config = app.config();
+    let Some(url) = &config.metadata.url else {
+        return Ok(None);
+    };
+    let key = config.metadata.encryption_key.as_ref().map(Secret::expose);
+    let store = Arc::new(Store::open(url.expose(), key).await?);
+    let served = tidepool_api::sync::load_all(app, &store)
+        .await
+        .context("cannot load tenants from the metadata store")?;
+    tracing::info!(tenants = served, "tenants loaded from the metadata store");
+    tidepool_api::sync::spawn(app.clone(), store.clone());
+    Ok(Some(store))
+}
+
+type ApiTask = tokio::task::JoinHandle<std::io::Result<()>>;
+
+/// Binds and starts the management API when it is configured. It runs until the
+/// returned token is cancelled, after the pooler has drained, so `/api/health`
+/// reports the shutdown while it lasts.
+async fn start_api(
+    app: &Arc<App>,
+    store: Option<Arc<Store>>,
+) -> anyhow::Result<Option<(CancellationToken, ApiTask)>> {
+    let config = app.config();
+    let Some(addr) = config.api.listen else {
+        return Ok(None);
+    };
+    // Validation demands the secret whenever the API listens.
+    let secret = config
+        .api
+        .jwt_key
+        .as_ref()
+        .context("the management API needs API_JWT_SECRET")?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} for the management API"))?;
+    let state = tidepool_api::ApiState::new(
+        app.clone(),
+        store,
+        secret,
+        config.api.metrics_jwt_key.as_ref(),
+    );
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(tidepool_api::serve(listener, state, stop.clone()));
+    Ok(Some((stop, task)))
 }
 
 fn reload(app: &App, args: &Args) {
     if args.config.is_none() {
-        tracing::info!("SIGHUP ignored: no configuration file to reload (single-upstream mode)");
+        tracing::info!("SIGHUP ignored: no configuration file to reload");
         return;
     }
     match load(args).and_then(|c| app.reload(c).map_err(Into::into)) {

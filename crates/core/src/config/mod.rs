@@ -6,6 +6,7 @@
 //! running service never re-checks or re-derives.
 
 mod cidr;
+mod management;
 mod raw;
 mod single;
 mod validate;
@@ -16,7 +17,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use cidr::AllowList;
-pub use raw::{RawConfig, RawTenant, RawUser};
+pub use management::{ApiSettings, MetadataSettings};
+pub use raw::{RawApi, RawConfig, RawMetadata, RawTenant, RawUser};
 pub use single::{single_upstream, SingleUpstream};
 pub use validate::{validate_tenant, ConfigError, DEFAULT_AUTH_QUERY};
 
@@ -30,6 +32,10 @@ pub struct Config {
     pub server: ServerSettings,
     pub pool: PoolSettings,
     pub tenants: Vec<Arc<Tenant>>,
+    /// `[api]`: the management HTTP API.
+    pub api: ApiSettings,
+    /// `[metadata]`: the store of API tenants.
+    pub metadata: MetadataSettings,
 }
 
 impl Config {

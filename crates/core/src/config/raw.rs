@@ -20,6 +20,32 @@ pub struct RawConfig {
     pub pool: RawPool,
     #[serde(default)]
     pub tenants: Vec<RawTenant>,
+    #[serde(default)]
+    pub api: RawApi,
+    #[serde(default)]
+    pub metadata: RawMetadata,
+}
+
+/// `[api]`: the management HTTP API.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawApi {
+    pub listen: Option<String>,
+    /// HS256 secret of the API's bearer tokens (env `API_JWT_SECRET` wins).
+    pub jwt_secret: Option<Secret>,
+    /// HS256 secret of `/metrics` tokens; absent: metrics are open.
+    pub metrics_jwt_secret: Option<Secret>,
+}
+
+/// `[metadata]`: the Postgres database that holds the API's tenants.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetadata {
+    /// `postgres://...`; it may hold a password, so it is kept as a secret.
+    pub url: Option<Secret>,
+    /// Base64 of 32 bytes that encrypt stored passwords (env
+    /// `TIDEPOOL_ENCRYPTION_KEY` wins).
+    pub encryption_key: Option<Secret>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -86,6 +86,7 @@ pub fn single_upstream(flags: &SingleUpstream) -> Result<RawConfig, ConfigError>
             }],
             ..RawTenant::default()
         }],
+        ..RawConfig::default()
     })
 }
 

@@ -76,8 +76,14 @@ fn ms_in(key: &str, value: Option<u64>, default: u64, max: u64) -> Result<Durati
 pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     let server = validate_server(&raw)?;
     let pool = validate_pool(&raw)?;
-    if raw.tenants.is_empty() {
-        return Err(invalid("tenants", "at least one tenant is required"));
+    let api = super::management::validate_api(&raw)?;
+    let metadata = super::management::validate_metadata(&raw)?;
+    // With a store, every tenant may come from it.
+    if raw.tenants.is_empty() && metadata.url.is_none() {
+        return Err(invalid(
+            "tenants",
+            "at least one tenant is required (or a metadata store: [metadata] url)",
+        ));
     }
     let mut tenants: Vec<Arc<Tenant>> = Vec::with_capacity(raw.tenants.len());
     for (i, t) in raw.tenants.iter().enumerate() {
@@ -103,6 +109,8 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         server,
         pool,
         tenants,
+        api,
+        metadata,
     })
 }
 
