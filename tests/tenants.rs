@@ -698,6 +698,78 @@ async fn client_idle_timeout_ends_idle_clients() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_idle_timeout_ends_idle_session_mode_clients() {
+    let pg = PgServer::start();
+    pg.create_user(USER, PASSWORD).await;
+    let pooler = Pooler::start(
+        Listener::Plain,
+        &[tenant(
+            &pg,
+            "t1",
+            "postgres",
+            "client_idle_timeout = 1",
+            &[user(USER, PASSWORD, "mode_type = \"session\"")],
+        )],
+    );
+    let (client, connection) = connect_watched(&pooler.url("app.t1", PASSWORD, "postgres")).await;
+    client.simple_query("SELECT 1").await.unwrap();
+    let error = ended_with(connection, Duration::from_secs(5)).await;
+    assert_error(
+        &error,
+        "57P05",
+        "terminating connection due to idle-session timeout",
+    );
+}
+
+/// Tenants `ids` on `pg`, each with the transaction-mode user `USER`; t2 also
+/// has the session-mode user `sess`.
+fn reload_tenants(pg: &PgServer, ids: &[&str]) -> Vec<String> {
+    ids.iter()
+        .map(|id| {
+            let mut users = vec![user(USER, PASSWORD, "")];
+            if *id == "t2" {
+                users.push(user("sess", PASSWORD, "mode_type = \"session\""));
+            }
+            tenant(pg, id, "postgres", "", &users)
+        })
+        .collect()
+}
+
+const T2_DELETED: &str = "terminating connection because tenant \"t2\" was deleted";
+
+/// Reads what a client of a deleted tenant receives until it is closed: one
+/// FATAL 57P01 saying why.
+async fn assert_told_deleted(client: &mut WireClient) {
+    let received = client.expect_closed(NO_HANG).await;
+    match received.as_slice() {
+        [fatal] => assert_wire_error(fatal, "57P01", T2_DELETED),
+        other => panic!("expected one FATAL 57P01, received {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_that_deletes_a_tenant_ends_its_idle_clients() {
+    let pg = PgServer::start();
+    pg.create_user(USER, PASSWORD).await;
+    let pooler = Pooler::start(Listener::Plain, &reload_tenants(&pg, &["t1", "t2", "t3"]));
+    let (doomed, doomed_connection) =
+        connect_watched(&pooler.url("app.t2", PASSWORD, "postgres")).await;
+    doomed.simple_query("SELECT 1").await.unwrap();
+    let (survivor, survivor_connection) =
+        connect_watched(&pooler.url("app.t1", PASSWORD, "postgres")).await;
+    survivor.simple_query("SELECT 1").await.unwrap();
+
+    pooler.reload(&reload_tenants(&pg, &["t1", "t3"]));
+
+    let error = ended_with(doomed_connection, NO_HANG).await;
+    assert_error(&error, "57P01", T2_DELETED);
+    assert_eq!(text(&survivor, "SELECT current_user::text").await, USER);
+    assert!(!survivor_connection.is_finished());
+    let error = refused(&pooler.url("app.t2", PASSWORD, "postgres")).await;
+    assert_error(&error, "28000", NO_TENANT);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_that_deletes_a_tenant_tells_its_session_mode_clients() {
     let pg = PgServer::start();
     pg.create_user(USER, PASSWORD).await;
@@ -710,6 +782,21 @@ async fn reload_that_deletes_a_tenant_tells_its_session_mode_clients() {
 
     pooler.reload(&reload_tenants(&pg, &["t1", "t3"]));
     assert_told_deleted(&mut session).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_that_deletes_a_tenant_tells_its_clients_in_a_transaction() {
+    let pg = PgServer::start();
+    pg.create_user(USER, PASSWORD).await;
+    let pooler = Pooler::start(Listener::Plain, &reload_tenants(&pg, &["t1", "t2", "t3"]));
+    let params = [("user", "app.t2"), ("database", "postgres")];
+    let (mut busy, outcome) = wire_login(pooler.port(), &params, PASSWORD).await;
+    outcome.unwrap_or_else(|e| panic!("app.t2 cannot log in: {e:?}"));
+    let (_, status) = busy.query_ok("BEGIN").await;
+    assert_eq!(status, b'T');
+
+    pooler.reload(&reload_tenants(&pg, &["t1", "t3"]));
+    assert_told_deleted(&mut busy).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
