@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Demo: a throwaway PostgreSQL with user demo/demo and database demo, and
 # Tidepool in front of it on 127.0.0.1:6432 (or a free port if that is
-# taken), transaction pooling, pool size 10. Prints the psql line to
-# connect, then runs until Ctrl-C and cleans everything up.
+# taken), with its management API on 127.0.0.1:4000 (or a free port) and a
+# metadata store in the same PostgreSQL. Creates tenant "demo" (transaction
+# pooling, pool size 10) through the API, prints how to connect and the one
+# curl line that adds another tenant, then runs until Ctrl-C and cleans
+# everything up.
 #
 # Uses $TIDEPOOL_BIN if set, else builds target/release/tidepool.
 set -euo pipefail
@@ -15,6 +18,7 @@ readonly DEMO_PASSWORD=demo
 readonly DEMO_DB=demo
 readonly POOL_SIZE=10
 readonly PREFERRED_PORT=6432
+readonly PREFERRED_API_PORT=4000
 
 WORK_DIR=""
 
@@ -31,6 +35,7 @@ cleanup() {
 
 tp_section "PostgreSQL"
 tp_ensure_postgres
+tp_ensure_commands curl openssl
 
 if [ -z "${TIDEPOOL_BIN:-}" ]; then
     tp_section "Build tidepool (release)"
@@ -46,23 +51,52 @@ WORK_DIR="$(mktemp -d "${TMPDIR:-/tmp}/tidepool-demo.XXXXXX")"
 tp_pg_start
 tp_pg_create_user_db "$DEMO_USER" "$DEMO_PASSWORD" "$DEMO_DB"
 
+tp_psql_super -c "CREATE DATABASE tidepool_meta" >/dev/null
+
 port="$PREFERRED_PORT"
 if tp_port_in_use "$port"; then
     port="$(tp_free_port)"
     echo "127.0.0.1:$PREFERRED_PORT is taken; using $port"
 fi
+api_port="$PREFERRED_API_PORT"
+if tp_port_in_use "$api_port"; then
+    api_port="$(tp_free_port)"
+    echo "127.0.0.1:$PREFERRED_API_PORT is taken; the API uses $api_port"
+fi
+API_JWT_SECRET="$(head -c 32 /dev/urandom | base64)"
+TIDEPOOL_ENCRYPTION_KEY="$(head -c 32 /dev/urandom | base64)"
+export API_JWT_SECRET TIDEPOOL_ENCRYPTION_KEY
 tp_tidepool_start "$TIDEPOOL_BIN" "$port" "$WORK_DIR/tidepool.log" \
-    --upstream "postgres://$DEMO_USER:$DEMO_PASSWORD@127.0.0.1:$TP_PG_PORT/$DEMO_DB" \
-    --pool-size "$POOL_SIZE" --pool-mode transaction
+    --metadata-url "postgres://postgres:postgres@127.0.0.1:$TP_PG_PORT/tidepool_meta" \
+    --api-listen "127.0.0.1:$api_port"
+tp_wait_port "$api_port" 15 "$TP_TIDEPOOL_PID" || tp_die "the API did not listen on 127.0.0.1:$api_port"
+
+token="$(tp_jwt "$API_JWT_SECRET" 86400)"
+tenant_json() {
+    printf '{"tenant":{"db_host":"127.0.0.1","db_port":%s,"db_database":"%s","default_pool_size":%s,"users":[{"db_user":"%s","db_password":"%s","mode_type":"transaction"}]}}' \
+        "$TP_PG_PORT" "$DEMO_DB" "$POOL_SIZE" "$DEMO_USER" "$DEMO_PASSWORD"
+}
+curl -fsS -o /dev/null -X PUT "http://127.0.0.1:$api_port/api/tenants/demo" \
+    -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \
+    -d "$(tenant_json)" || tp_die "creating tenant demo through the API failed"
 
 cat <<EOF
 
-Tidepool listens on 127.0.0.1:$port (transaction pooling, pool size $POOL_SIZE),
-in front of PostgreSQL on 127.0.0.1:$TP_PG_PORT.
+Tidepool listens on 127.0.0.1:$port, in front of PostgreSQL on 127.0.0.1:$TP_PG_PORT.
+Its management API listens on 127.0.0.1:$api_port; tenant "demo" was created through
+it (transaction pooling, pool size $POOL_SIZE).
 
-Connect through Tidepool with:
+Connect through Tidepool (user "demo" of tenant "demo"):
 
-    psql "postgres://$DEMO_USER:$DEMO_PASSWORD@127.0.0.1:$port/$DEMO_DB"
+    psql "postgres://$DEMO_USER.demo:$DEMO_PASSWORD@127.0.0.1:$port/$DEMO_DB"
+
+Add tenant "acme" (here the same database) with one line, then connect as $DEMO_USER.acme:
+
+    curl -X PUT http://127.0.0.1:$api_port/api/tenants/acme -H "Authorization: Bearer $token" -H 'Content-Type: application/json' -d '$(tenant_json)'
+
+List tenants:   curl -H "Authorization: Bearer $token" http://127.0.0.1:$api_port/api/tenants
+Metrics:        curl http://127.0.0.1:$api_port/metrics
+API reference:  http://127.0.0.1:$api_port/swaggerui (and docs/api.md)
 
 Tidepool log:   $TP_TIDEPOOL_LOG
 PostgreSQL log: $TP_PG_LOG

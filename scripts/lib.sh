@@ -125,6 +125,31 @@ tp_ensure_postgres() {
     tp_pg_tool pgbench >/dev/null || tp_die "pgbench still not found after installing"
 }
 
+# Installs the Debian packages named like the commands given (curl, openssl, ...)
+# for those that are missing.
+tp_ensure_commands() {
+    local missing=() name
+    for name in "$@"; do
+        command -v "$name" >/dev/null 2>&1 || missing+=("$name")
+    done
+    [ "${#missing[@]}" -eq 0 ] && return 0
+    command -v apt-get >/dev/null 2>&1 || tp_die "missing commands: ${missing[*]}; install them by hand"
+    echo "installing: ${missing[*]}"
+    tp_as_root env DEBIAN_FRONTEND=noninteractive apt-get update
+    tp_as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"
+}
+
+# Prints an HS256 JSON Web Token signed with secret $1, valid for $2 seconds.
+tp_jwt() {
+    local header payload signature
+    b64url() { openssl base64 -A | tr '+/' '-_' | tr -d '='; }
+    header="$(printf '{"alg":"HS256","typ":"JWT"}' | b64url)"
+    payload="$(printf '{"role":"admin","exp":%d}' "$(($(date +%s) + $2))" | b64url)"
+    signature="$(printf '%s.%s' "$header" "$payload" |
+        openssl dgst -sha256 -hmac "$1" -binary | b64url)"
+    printf '%s.%s.%s\n' "$header" "$payload" "$signature"
+}
+
 # Succeeds if something accepts TCP connections on 127.0.0.1:$1.
 tp_port_in_use() {
     (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null

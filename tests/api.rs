@@ -205,6 +205,15 @@ fn tenant(pg: &PgServer, pool_size: u32) -> Value {
 }
 
 /// A Postgres with the `app` user and an empty store database.
+/// The value of metric `name` for tenant `tenant` in a Prometheus text body.
+fn metric_value(body: &str, name: &str, tenant: &str) -> Option<f64> {
+    let prefix = format!("{name}{{tenant=\"{tenant}\",");
+    body.lines()
+        .find(|line| line.starts_with(&prefix))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
 async fn postgres() -> PgServer {
     let pg = PgServer::start();
     pg.create_user("app", APP_PASSWORD).await;
@@ -355,7 +364,25 @@ async fn tenant_lifecycle_through_the_api() {
         "{}",
         metrics.body
     );
-    expect(&api.get("/metrics/t1"), 200);
+    // The work done so far is counted: one login, its queries (tokio-postgres
+    // prepares named statements, so the statement cache saw them) and bytes.
+    let of_t1 = api.get("/metrics/t1");
+    expect(&of_t1, 200);
+    for (name, at_least) in [
+        ("tidepool_client_connections", 1.0),
+        ("tidepool_client_logins_total", 1.0),
+        ("tidepool_transactions_total", 2.0),
+        ("tidepool_queries_total", 2.0),
+        ("tidepool_client_received_bytes_total", 1.0),
+        ("tidepool_client_sent_bytes_total", 1.0),
+        ("tidepool_prepared_statement_prepares_total", 1.0),
+        ("tidepool_server_connections_idle", 1.0),
+        ("tidepool_transaction_duration_seconds_count", 2.0),
+    ] {
+        let value = metric_value(&of_t1.body, name, "t1")
+            .unwrap_or_else(|| panic!("{name} missing:\n{}", of_t1.body));
+        assert!(value >= at_least, "{name} = {value}:\n{}", of_t1.body);
+    }
     expect(&api.get("/metrics/nope"), 404);
 
     // Terminate: the client is sent away, the tenant stays, new clients work.

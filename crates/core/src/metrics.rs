@@ -71,6 +71,21 @@ impl UserStats {
     }
 }
 
+impl UserStats {
+    /// Adds a server connection's statement cache events.
+    pub fn add_statements(&self, c: crate::client::statements::StatementCounts) {
+        for (counter, n) in [
+            (&self.statements_hit, c.hits),
+            (&self.statements_prepared, c.prepares),
+            (&self.statements_evicted, c.evictions),
+        ] {
+            if n > 0 {
+                counter.fetch_add(n, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
 /// Work of one transaction, counted without atomics while it runs.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct TxCounts {

@@ -358,6 +358,9 @@ impl Session {
         self.pool
             .metrics
             .add_transaction(&relay.counts(), started.elapsed());
+        self.pool
+            .metrics
+            .add_statements(std::mem::take(&mut lease.conn.statements.counts));
         let killed = self.tell_if_killed(&relay).await;
         self.cancel.unbind().await;
         self.wanted.apply(&relay.param_changes);
@@ -438,6 +441,9 @@ impl Session {
         self.pool
             .metrics
             .add_transaction(&relay.counts(), started.elapsed());
+        self.pool
+            .metrics
+            .add_statements(std::mem::take(&mut lease.conn.statements.counts));
         let told = self.tell_if_killed(&relay).await;
         self.cancel.unbind().await;
         lease.conn.current.apply(&relay.param_changes);

@@ -79,6 +79,17 @@ pub struct ServerStatements {
     capacity: usize,
     clock: u64,
     last_used: HashMap<Box<str>, u64>,
+    /// Cache events since the owner last took them (for metrics).
+    pub counts: StatementCounts,
+}
+
+/// Statement cache events of one server connection, counted without atomics and
+/// added to the pool's statistics after each transaction.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct StatementCounts {
+    pub hits: u64,
+    pub prepares: u64,
+    pub evictions: u64,
 }
 
 impl ServerStatements {
@@ -87,6 +98,7 @@ impl ServerStatements {
             capacity: capacity.max(1),
             clock: 0,
             last_used: HashMap::new(),
+            counts: StatementCounts::default(),
         }
     }
 
@@ -96,6 +108,7 @@ impl ServerStatements {
         match self.last_used.get_mut(global) {
             Some(t) => {
                 *t = self.clock;
+                self.counts.hits += 1;
                 true
             }
             None => false,
@@ -121,6 +134,10 @@ impl ServerStatements {
                 None
             };
         self.last_used.insert(global.into(), self.clock);
+        self.counts.prepares += 1;
+        if evicted.is_some() {
+            self.counts.evictions += 1;
+        }
         evicted
     }
 
