@@ -190,6 +190,13 @@ impl Session {
         }
     }
 
+    /// Adds what one relay did to the pool's statistics.
+    fn count_work(&self, relay: &RelayState, lease: &mut Lease, started: Instant) {
+        let stats = &self.pool.metrics;
+        stats.add_transaction(&relay.counts(), started.elapsed());
+        stats.add_statements(std::mem::take(&mut lease.conn.statements.counts));
+    }
+
     /// A client cut off mid-transaction (its tenant deleted or terminated, or the
     /// shutdown timeout) is told why, when that cannot break a message in half.
     /// Returns whether the client was cut off.
@@ -355,12 +362,7 @@ impl Session {
             ) => end,
             _ = self.signals.kill.cancelled() => RelayEnd::ClientIo(std::io::ErrorKind::TimedOut.into()),
         };
-        self.pool
-            .metrics
-            .add_transaction(&relay.counts(), started.elapsed());
-        self.pool
-            .metrics
-            .add_statements(std::mem::take(&mut lease.conn.statements.counts));
+        self.count_work(&relay, &mut lease, started);
         let killed = self.tell_if_killed(&relay).await;
         self.cancel.unbind().await;
         self.wanted.apply(&relay.param_changes);
@@ -438,12 +440,7 @@ impl Session {
             };
             break end;
         };
-        self.pool
-            .metrics
-            .add_transaction(&relay.counts(), started.elapsed());
-        self.pool
-            .metrics
-            .add_statements(std::mem::take(&mut lease.conn.statements.counts));
+        self.count_work(&relay, &mut lease, started);
         let told = self.tell_if_killed(&relay).await;
         self.cancel.unbind().await;
         lease.conn.current.apply(&relay.param_changes);
