@@ -121,6 +121,12 @@ def pgbench_runs(records, out_dir, clk_tck):
             if ticks is not None and run["transactions"]
             else None
         )
+        sys_ticks = number(record.get("sys_ticks"))
+        run["sys_us_per_tx"] = (
+            sys_ticks * 1e6 / clk_tck / run["transactions"]
+            if sys_ticks is not None and run["transactions"]
+            else None
+        )
         run["ok"] = run["exit"] == 0 and not run["failed"] and not run["aborted_clients"] and bool(run["transactions"])
         runs.append(run)
     return runs
@@ -152,6 +158,7 @@ def summarize(runs):
             "clients": group[0]["clients"],
             "tps": median(r["tps"] for r in group),
             "cpu_us_per_tx": median(r["cpu_us_per_tx"] for r in group),
+            "sys_us_per_tx": median(r.get("sys_us_per_tx") for r in group),
             "latency_avg_ms": median(r["latency_avg_ms"] for r in group),
             "p99_ms": median(r["p99_ms"] for r in group),
             "failed_transactions": sum(int(r["failed"] or 0) for r in group),
@@ -286,6 +293,27 @@ def markdown(machine, summary, idle, storm, runs):
             f"| {ratio(good(tp, 'cpu_us_per_tx'), good(pb, 'cpu_us_per_tx'))} | {'; '.join(notes).replace('|', '/')} |"
         )
     lines += ["", "Ratios are Tidepool / PgBouncer: above 1 is better for tps, below 1 is better for CPU.", ""]
+
+    lines += [
+        "### Where the CPU goes: kernel (system) time per transaction",
+        "",
+        "| Workload | Tidepool kernel µs/tx | Tidepool user µs/tx | PgBouncer kernel µs/tx | PgBouncer user µs/tx |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for workload, title in WORKLOAD_TITLES.items():
+        tp = summary.get(("workload", workload, "tidepool"), {})
+        pb = summary.get(("workload", workload, "pgbouncer"), {})
+
+        def split(entry):
+            total, kernel = good(entry, "cpu_us_per_tx"), good(entry, "sys_us_per_tx")
+            if total is None or kernel is None:
+                return "n/a", "n/a"
+            return f"{kernel:.1f}", f"{total - kernel:.1f}"
+
+        tk, tu = split(tp)
+        pk, pu = split(pb)
+        lines.append(f"| `{title}` | {tk} | {tu} | {pk} | {pu} |")
+    lines += [""]
 
     lines += [
         "## Added latency at 1 client (`-S -M simple -c 1`)",

@@ -23,7 +23,8 @@
 #   BENCH_ROUNDS, BENCH_DURATION (s per pgbench run), BENCH_SCALE,
 #   BENCH_SCALING_CLIENTS ("10 100 1000 5000"), BENCH_IDLE_COUNTS
 #   ("5000 15000"), BENCH_STORM_SECS, BENCH_STORM_CONCURRENCY, BENCH_OUT
-#   (output folder), TIDEPOOL_BIN (use this binary instead of building).
+#   (output folder), TIDEPOOL_BIN (use this binary instead of building),
+#   TIDEPOOL_ARGS (extra tidepool flags, e.g. "--worker-threads 1").
 #
 # A benchmark, not a test: nothing here asserts a timing.
 set -euo pipefail
@@ -33,7 +34,7 @@ BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$BENCH_DIR/../scripts/lib.sh"
 
 usage() {
-    sed -n '2,27p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,29p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 }
 
 QUICK=0
@@ -129,6 +130,11 @@ trap 'exit 143' TERM
 cpu_ticks() {
     # Fields after the command name's closing parenthesis: 12 is utime, 13 stime.
     sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'
+}
+
+# Prints stime (kernel CPU) of process $1 in clock ticks (all its threads).
+sys_ticks() {
+    sed 's/.*) //' "/proc/$1/stat" | awk '{print $13}'
 }
 
 # Prints the resident memory of process $1 in KB.
@@ -283,7 +289,7 @@ start_tidepool() {
     TIDEPOOL_STARTS=$((TIDEPOOL_STARTS + 1))
     tp_tidepool_start "$TIDEPOOL_BIN" "$TIDEPOOL_PORT" "$OUT_DIR/logs/tidepool-$TIDEPOOL_STARTS.log" \
         --upstream "postgres://$BENCH_USER:$BENCH_PASSWORD@127.0.0.1:$TP_PG_PORT/$BENCH_DB" \
-        --pool-size "$POOL_SIZE" --pool-mode transaction
+        --pool-size "$POOL_SIZE" --pool-mode transaction ${TIDEPOOL_ARGS:-} # shellcheck disable=SC2086
 }
 
 # Stops and starts pooler $1 (a fresh process, for the memory measurements).
@@ -318,7 +324,7 @@ declare -A LOGIN_MS_PER_CLIENT=([tidepool]=15 [pgbouncer]=15 [direct]=15)
 run_pgbench() {
     local kind="$1" workload="$2" round="$3" target="$4" clients="$5" logging="$6"
     shift 6
-    local port pid out threads before="" after="" cpu="" status=0 started wall p99="" log_dir="" tps failed
+    local port pid out threads before="" after="" cpu="" sys="" sys_before="" sys_after="" status=0 started wall p99="" log_dir="" tps failed
     local allowance seconds connect_ms steady=""
     port="$(pooler_port "$target")"
     pid="$(pooler_pid "$target")"
@@ -335,7 +341,10 @@ run_pgbench() {
     allowance="$(awk -v n="$clients" -v ms="${LOGIN_MS_PER_CLIENT[$target]}" \
         'BEGIN { s = n * ms * 1.3 / 1000 + 3; printf "%d", (s == int(s) ? s : int(s) + 1) }')"
     seconds=$((DURATION + allowance))
-    [ -z "$pid" ] || before="$(cpu_ticks "$pid")"
+    if [ -n "$pid" ]; then
+        before="$(cpu_ticks "$pid")"
+        sys_before="$(sys_ticks "$pid")"
+    fi
     started=$SECONDS
     # In the background so that `wait` lets a Ctrl-C or TERM trap run at once.
     PGPASSWORD="$BENCH_PASSWORD" PGCONNECT_TIMEOUT=30 \
@@ -349,6 +358,8 @@ run_pgbench() {
     if [ -n "$pid" ]; then
         after="$(cpu_ticks "$pid" 2>/dev/null || true)"
         [ -z "$after" ] || cpu=$((after - before))
+        sys_after="$(sys_ticks "$pid" 2>/dev/null || true)"
+        [ -z "$sys_after" ] || sys=$((sys_after - sys_before))
     fi
     if [ -n "$log_dir" ]; then
         p99="$("$PYTHON" "$BENCH_DIR/report.py" p99 "$log_dir"/tx.* 2>/dev/null || true)"
@@ -363,7 +374,7 @@ run_pgbench() {
         fi
     fi
     record kind="$kind" workload="$workload" round="$round" target="$target" clients="$clients" \
-        exit="$status" cpu_ticks="$cpu" wall_secs="$wall" p99_ms="$p99" pgbench_secs="$seconds" \
+        exit="$status" cpu_ticks="$cpu" sys_ticks="$sys" wall_secs="$wall" p99_ms="$p99" pgbench_secs="$seconds" \
         connect_ms="$connect_ms" steady_secs="$steady" out="$out" args="$*"
     tps="$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' "$OUT_DIR/$out" | head -n 1)"
     failed="$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' "$OUT_DIR/$out" | head -n 1)"
