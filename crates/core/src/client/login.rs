@@ -60,9 +60,29 @@ fn method_for(user: Option<&User>, tenant_method: AuthMethod) -> AuthMethod {
 
 /// Tells the client why its session ends (best effort: it may be gone already).
 pub(super) async fn send_fatal(stream: &mut Stream, err: &ClientError) {
+    discard_pending_input(stream);
     let mut out = BytesMut::with_capacity(128);
     err.encode_fatal(&mut out);
     let _ = send(stream, &mut out).await;
+}
+
+/// Reads and drops what the client already sent (e.g. the Close tokio-postgres
+/// sends for a dropped statement). The session is about to close, and a socket
+/// closed with unread input sends a TCP reset, which can destroy the FATAL on its
+/// way to the client before the client reads it.
+fn discard_pending_input(stream: &Stream) {
+    const MAX_DISCARD: usize = 256 * 1024;
+    let Stream::Plain(tcp) = stream else {
+        return;
+    };
+    let mut scratch = [0u8; 4096];
+    let mut dropped = 0;
+    while dropped < MAX_DISCARD {
+        match tcp.try_read(&mut scratch) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => dropped += n,
+        }
+    }
 }
 
 /// What a client is told when no server connection could be had for it.
