@@ -15,9 +15,6 @@ use crate::error::ClientError;
 use crate::secret::Secret;
 use crate::server::reset::{run_params_collect, QueryOutcome};
 
-/// How long a looked-up verifier (or the absence of one) is trusted. A password
-/// changed in Postgres takes effect for new logins at the latest after this.
-pub const AUTH_CACHE_TTL: Duration = Duration::from_secs(30);
 /// Entries kept at most; beyond it, expired ones are dropped, then all.
 const MAX_ENTRIES: usize = 10_000;
 
@@ -35,17 +32,22 @@ impl AuthCache {
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A fresh answer: `Some(None)` means "no such user" was cached.
-    fn get(&self, tenant: &str, user: &str) -> Option<Option<Arc<User>>> {
+    /// An answer younger than `ttl` (`pool.auth_query_cache_secs`: a password
+    /// changed in Postgres takes effect for new logins at the latest after it).
+    /// `Some(None)` means "no such user" was cached.
+    fn get(&self, tenant: &str, user: &str, ttl: Duration) -> Option<Option<Arc<User>>> {
         let entries = self.lock();
         let (found, at) = entries.get(&(tenant.to_owned(), user.to_owned()))?;
-        (at.elapsed() < AUTH_CACHE_TTL).then(|| found.clone())
+        (at.elapsed() < ttl).then(|| found.clone())
     }
 
-    fn put(&self, tenant: &str, user: &str, found: Option<Arc<User>>) {
+    fn put(&self, tenant: &str, user: &str, found: Option<Arc<User>>, ttl: Duration) {
+        if ttl.is_zero() {
+            return;
+        }
         let mut entries = self.lock();
         if entries.len() >= MAX_ENTRIES {
-            entries.retain(|_, (_, at)| at.elapsed() < AUTH_CACHE_TTL);
+            entries.retain(|_, (_, at)| at.elapsed() < ttl);
             if entries.len() >= MAX_ENTRIES {
                 entries.clear();
             }
@@ -80,7 +82,8 @@ pub async fn lookup(
     tenant: &Arc<Tenant>,
     name: &str,
 ) -> Result<Option<Arc<User>>, ClientError> {
-    if let Some(found) = app.auth_cache.get(&tenant.id, name) {
+    let ttl = app.config().pool.auth_query_cache_ttl;
+    if let Some(found) = app.auth_cache.get(&tenant.id, name, ttl) {
         return Ok(found);
     }
     let Some(manager) = tenant.manager() else {
@@ -134,6 +137,6 @@ pub async fn lookup(
             checkout_timeout: manager.checkout_timeout,
         })
     });
-    app.auth_cache.put(&tenant.id, name, found.clone());
+    app.auth_cache.put(&tenant.id, name, found.clone(), ttl);
     Ok(found)
 }

@@ -105,6 +105,8 @@ pub struct PoolSettings {
     /// Named prepared statements kept per server connection in transaction mode
     /// (least recently used closed first); 0 turns statement tracking off.
     pub max_prepared_statements: u32,
+    /// How long an auth_query answer is reused; zero asks every time.
+    pub auth_query_cache_ttl: Duration,
 }
 
 /// One upstream database and the users that may reach it.

@@ -71,6 +71,7 @@ pub struct RawPool {
     pub checkout_timeout_ms: Option<u64>,
     pub reset_query: Option<String>,
     pub max_prepared_statements: Option<u32>,
+    pub auth_query_cache_secs: Option<u64>,
 }
 
 /// A tenant as written in the file or sent to the API, in Supavisor's shape. Passwords

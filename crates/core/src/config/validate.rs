@@ -39,6 +39,8 @@ const DEFAULT_CHECKOUT_TIMEOUT_MS: u64 = 60_000;
 const DEFAULT_RESET_QUERY: &str = "DISCARD ALL";
 const MAX_POOL_SIZE: u32 = 10_000;
 const DEFAULT_MAX_PREPARED_STATEMENTS: u32 = 500;
+const DEFAULT_AUTH_QUERY_CACHE_SECS: u64 = 30;
+const MAX_AUTH_QUERY_CACHE_SECS: u64 = 3600;
 const MAX_PREPARED_STATEMENTS: u32 = 100_000;
 /// Iterations for SCRAM secrets derived from plain-text passwords, as Postgres uses.
 const SCRAM_ITERATIONS: u32 = 4096;
@@ -218,6 +220,15 @@ fn validate_pool(raw: &RawConfig) -> Result<PoolSettings, ConfigError> {
             format!("must be between 0 and {MAX_PREPARED_STATEMENTS}"),
         ));
     }
+    let auth_query_cache_secs = p
+        .auth_query_cache_secs
+        .unwrap_or(DEFAULT_AUTH_QUERY_CACHE_SECS);
+    if auth_query_cache_secs > MAX_AUTH_QUERY_CACHE_SECS {
+        return Err(invalid(
+            "pool.auth_query_cache_secs",
+            format!("must be between 0 and {MAX_AUTH_QUERY_CACHE_SECS}"),
+        ));
+    }
     if reset_query.contains('\0') {
         return Err(invalid("pool.reset_query", "must not contain NUL"));
     }
@@ -247,6 +258,7 @@ fn validate_pool(raw: &RawConfig) -> Result<PoolSettings, ConfigError> {
         )?,
         reset_query,
         max_prepared_statements,
+        auth_query_cache_ttl: Duration::from_secs(auth_query_cache_secs),
     })
 }
 
@@ -596,6 +608,7 @@ mod tests {
         assert_eq!(u.pool_size, 7);
         assert_eq!(u.mode, super::PoolMode::Session);
         assert_eq!(c.pool.reset_query, "DISCARD ALL");
+        assert_eq!(c.pool.auth_query_cache_ttl.as_secs(), 30);
         assert!(!format!("{c:?}").contains("secret"));
     }
 
@@ -612,6 +625,10 @@ mod tests {
             "db_password = \"SCRAM-SHA-256$x\""
         ))
         .contains("db_password"));
+        assert!(
+            err(&format!("[pool]\nauth_query_cache_secs = 3601\n{GOOD}"))
+                .contains("pool.auth_query_cache_secs")
+        );
         assert!(err("").contains("tenants"));
         assert!(err("[server\n").contains("invalid configuration"));
     }
