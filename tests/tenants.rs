@@ -827,3 +827,35 @@ async fn md5_logins_work_with_user_dot_tenant_names() {
     outcome.unwrap_or_else(|e| panic!("md5 login as app.t1 failed: {e:?}"));
     assert_eq!(wire.query_value("SELECT current_user").await, USER);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_parameter_status_answers_logins_on_a_cold_pool() {
+    let pg = PgServer::start();
+    pg.create_user(USER, PASSWORD).await;
+    let pooler = Pooler::start(
+        Listener::Plain,
+        &[tenant(
+            &pg,
+            "t1",
+            "postgres",
+            "default_parameter_status = { server_version = \"15.0-standin\" }",
+            &[user(USER, PASSWORD, "")],
+        )],
+    );
+    let conninfo = pooler.url("app.t1", PASSWORD, "postgres");
+    // psql's SERVER_VERSION_NAME is the ParameterStatus of the login; \echo
+    // sends no query, so the pool has no reason to connect.
+    let reported = psql(&conninfo, PASSWORD, "\\echo :SERVER_VERSION_NAME").unwrap();
+    assert_eq!(reported, "15.0-standin");
+    assert_eq!(
+        pg.count_backends(USER).await,
+        0,
+        "a login on a cold pool opened a server connection"
+    );
+    // A query needs a server; after it, logins report the real server's values.
+    assert_eq!(psql(&conninfo, PASSWORD, "SELECT 1").unwrap(), "1");
+    assert!(pg.count_backends(USER).await >= 1);
+    let reported = psql(&conninfo, PASSWORD, "\\echo :SERVER_VERSION_NAME").unwrap();
+    assert!(reported.starts_with("15."), "{reported}");
+    assert_ne!(reported, "15.0-standin");
+}
