@@ -157,9 +157,17 @@ tp_port_in_use() {
 
 # Prints a TCP port on 127.0.0.1 that nothing listens on right now.
 tp_free_port() {
-    local port attempt
+    local port attempt low=32768 base=20000 span=40000
+    # Stay below the kernel's ephemeral range: a port there may be the local end
+    # of some outgoing connection, which no accept test sees, and binding it then
+    # fails with "Address already in use".
+    read -r low _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || true
+    if [ "$low" -gt 12000 ]; then
+        base=10000
+        span=$((low - 10000))
+    fi
     for attempt in $(seq 1 200); do
-        port=$((20000 + RANDOM % 40000))
+        port=$((base + RANDOM % span))
         if ! tp_port_in_use "$port"; then
             printf '%s\n' "$port"
             return 0

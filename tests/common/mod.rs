@@ -38,7 +38,30 @@ pub const HOST: &str = "127.0.0.1";
 ///
 /// The port is released before returning, so another process could take it
 /// in between; callers that bind it themselves retry on "address in use".
+/// Ports come from below the kernel's ephemeral range when there is room, so an
+/// outgoing connection of some other test cannot be holding the port as its
+/// local end when the caller binds it.
 pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    if low > 12_000 {
+        let span = low - 10_000;
+        let seed = std::process::id().wrapping_mul(2_654_435_761);
+        for _ in 0..200 {
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            let port = 10_000 + (seed.wrapping_add(n.wrapping_mul(7_919)) % span);
+            let Ok(port) = u16::try_from(port) else {
+                continue;
+            };
+            if TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
+                return port;
+            }
+        }
+    }
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .unwrap_or_else(|e| panic!("cannot bind 127.0.0.1:0 to pick a free port: {e}"));
     listener
