@@ -242,8 +242,7 @@ impl App {
                 match t.user(user_name) {
                     Some(u) => same_target(pool.target(), t, u).then(|| limits_for(config, u)),
                     // A user found through auth_query: same upstream, tenant's size.
-                    None => (t.manager().is_some()
-                        && !t.require_user
+                    None => (crate::client::auth_query::applies(t)
                         && same_upstream(pool.target(), t))
                     .then(|| {
                         let mut limits = (*pool.limits()).clone();
@@ -299,16 +298,7 @@ impl App {
         let Some(entry) = self.tenants.get(id) else {
             return false;
         };
-        let mut pools = self.lock_pools();
-        pools.retain(|(tenant_id, _), pool| {
-            if tenant_id == id {
-                pool.close_all();
-                false
-            } else {
-                true
-            }
-        });
-        drop(pools);
+        self.settle_pools(id, None, &self.config());
         entry.live.end_clients(GoneReason::Terminated);
         true
     }
