@@ -142,6 +142,14 @@ impl TenantLive {
         users.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
     }
 
+    /// Counts a login of `user` that was refused.
+    pub fn count_failed_login(&self, user: &str) {
+        self.user(user)
+            .stats
+            .logins_failed
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Counts a client in, within `tenant_max` clients of the tenant and
     /// `user_max` of the user.
     pub fn admit(

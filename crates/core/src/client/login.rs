@@ -167,12 +167,7 @@ pub(super) async fn login(
     if let Some(r) = &route {
         if let Err(e) = admissible(&r.entry.tenant, &stream, peer) {
             tracing::info!(%peer, tenant = %r.entry.tenant.id, error = %e, "client refused");
-            r.entry
-                .live
-                .user(UNKNOWN_USER)
-                .stats
-                .logins_failed
-                .fetch_add(1, Relaxed);
+            r.entry.live.count_failed_login(UNKNOWN_USER);
             send_fatal(&mut stream, &e).await;
             return None;
         }
@@ -239,12 +234,7 @@ pub(super) async fn login(
             } else {
                 UNKNOWN_USER
             };
-            r.entry
-                .live
-                .user(label)
-                .stats
-                .logins_failed
-                .fetch_add(1, Relaxed);
+            r.entry.live.count_failed_login(label);
             if !listed {
                 // A password just changed in Postgres is read again next time.
                 app.auth_cache.forget(&r.entry.tenant.id, &r.user);
@@ -276,13 +266,7 @@ pub(super) async fn login(
                     user: user.name.clone(),
                 },
             };
-            route
-                .entry
-                .live
-                .user(&user.name)
-                .stats
-                .logins_failed
-                .fetch_add(1, Relaxed);
+            route.entry.live.count_failed_login(&user.name);
             tracing::info!(%peer, tenant = %tenant.id, user = %user.name, error = %e, "client refused");
             send_fatal(&mut stream, &e).await;
             return None;
