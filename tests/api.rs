@@ -16,8 +16,7 @@ use std::time::{Duration, Instant};
 
 use common::{accepts_tcp, free_port, wait_until, PgServer, TidepoolProc, HOST};
 use serde_json::{json, Value};
-use tokio::task::JoinHandle;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 const API_SECRET: &str = "api-test-secret";
 /// Base64 of 32 bytes, as `head -c32 /dev/urandom | base64` prints.
@@ -274,27 +273,6 @@ async fn login(url: &str) -> Result<Client, tokio_postgres::Error> {
     common::try_connect(url).await
 }
 
-/// A client whose connection task is kept, to see how the server ended it.
-async fn connect_watched(url: &str) -> (Client, JoinHandle<Result<(), tokio_postgres::Error>>) {
-    let (client, connection) = tokio_postgres::connect(url, NoTls)
-        .await
-        .unwrap_or_else(|e| panic!("cannot connect: {e}"));
-    (client, tokio::spawn(connection))
-}
-
-/// The SQLSTATE a watched connection ended with.
-async fn ended_with(connection: JoinHandle<Result<(), tokio_postgres::Error>>) -> String {
-    let result = tokio::time::timeout(NO_HANG, connection)
-        .await
-        .expect("the client was not disconnected")
-        .expect("the connection task panicked");
-    let error = result.expect_err("the connection ended without an error");
-    error
-        .code()
-        .map(|c| c.code().to_owned())
-        .unwrap_or_else(|| format!("no SQLSTATE: {error}"))
-}
-
 async fn select_one(client: &Client) -> i32 {
     client.query_one("SELECT 1", &[]).await.unwrap().get(0)
 }
@@ -386,19 +364,25 @@ async fn tenant_lifecycle_through_the_api() {
     expect(&api.get("/metrics/nope"), 404);
 
     // Terminate: the client is sent away, the tenant stays, new clients work.
-    let (watched, connection) = connect_watched(&node.url("t1")).await;
+    let (watched, connection) = common::connect_watched(&node.url("t1"), NO_HANG).await;
     assert_eq!(select_one(&watched).await, 1);
     expect(&api.post("/api/tenants/t1/terminate"), 204);
-    assert_eq!(ended_with(connection).await, "57P01");
+    assert_eq!(
+        common::ended_with_sqlstate(connection, NO_HANG).await,
+        "57P01"
+    );
     let again = login(&node.url("t1")).await.unwrap();
     assert_eq!(select_one(&again).await, 1);
     expect(&api.post("/api/tenants/nope/terminate"), 404);
 
     // Delete: the client gets a FATAL, new logins fail, the tenant is gone.
-    let (watched, connection) = connect_watched(&node.url("t1")).await;
+    let (watched, connection) = common::connect_watched(&node.url("t1"), NO_HANG).await;
     assert_eq!(select_one(&watched).await, 1);
     expect(&api.delete("/api/tenants/t1"), 204);
-    assert_eq!(ended_with(connection).await, "57P01");
+    assert_eq!(
+        common::ended_with_sqlstate(connection, NO_HANG).await,
+        "57P01"
+    );
     assert!(login(&node.url("t1")).await.is_err());
     let gone = api.get("/api/tenants/t1");
     expect(&gone, 404);
@@ -597,17 +581,23 @@ async fn two_nodes_follow_one_store() {
     assert!(start.elapsed() < Duration::from_secs(3));
 
     // Terminate on A sends B's clients away.
-    let (watched, connection) = connect_watched(&b.url("t1")).await;
+    let (watched, connection) = common::connect_watched(&b.url("t1"), NO_HANG).await;
     assert_eq!(select_one(&watched).await, 1);
     expect(&a.api.post("/api/tenants/t1/terminate"), 204);
-    assert_eq!(ended_with(connection).await, "57P01");
+    assert_eq!(
+        common::ended_with_sqlstate(connection, NO_HANG).await,
+        "57P01"
+    );
 
     // Delete on A removes it from B.
-    let (watched, connection) = connect_watched(&b.url("t1")).await;
+    let (watched, connection) = common::connect_watched(&b.url("t1"), NO_HANG).await;
     assert_eq!(select_one(&watched).await, 1);
     expect(&a.api.delete("/api/tenants/t1"), 204);
     wait_for_status(&b.api, "/api/tenants/t1", 404, Duration::from_secs(5));
-    assert_eq!(ended_with(connection).await, "57P01");
+    assert_eq!(
+        common::ended_with_sqlstate(connection, NO_HANG).await,
+        "57P01"
+    );
     assert!(login(&b.url("t1")).await.is_err());
 }
 

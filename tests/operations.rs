@@ -13,32 +13,12 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{accepts_tcp, free_port, wait_until, PgServer, TidepoolProc, HOST, SIGHUP, SIGTERM};
-use tokio::task::JoinHandle;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 const NO_HANG: Duration = Duration::from_secs(15);
 
 fn sqlstate(error: &tokio_postgres::Error) -> Option<String> {
     error.code().map(|state| state.code().to_owned())
-}
-
-/// A client whose connection task is kept, so a test can see how the server
-/// ended the session (an unsolicited FATAL surfaces there).
-async fn connect_watched(url: &str) -> (Client, JoinHandle<Result<(), tokio_postgres::Error>>) {
-    let (client, connection) = tokio_postgres::connect(url, NoTls)
-        .await
-        .unwrap_or_else(|e| panic!("cannot connect: {e}"));
-    (client, tokio::spawn(connection))
-}
-
-/// Waits for a watched connection to end and returns the error it ended with.
-async fn ended_with(connection: JoinHandle<Result<(), tokio_postgres::Error>>) -> String {
-    let result = tokio::time::timeout(NO_HANG, connection)
-        .await
-        .expect("the client was not disconnected")
-        .expect("the connection task panicked");
-    let error = result.expect_err("the connection ended without an error");
-    sqlstate(&error).unwrap_or_else(|| format!("no SQLSTATE: {error}"))
 }
 
 /// A tenant `main` on `pg` with the given `[[tenants.users]]` bodies, after a
@@ -253,7 +233,8 @@ async fn sighup_applies_new_passwords_and_pool_sizes() {
 
     let session = common::connect(&url("rotating", OLD)).await;
     let session_pid: i32 = pid_of(&session).await;
-    let (transaction, transaction_conn) = connect_watched(&url("rotating_tx", OLD_TX)).await;
+    let (transaction, transaction_conn) =
+        common::connect_watched(&url("rotating_tx", OLD_TX), NO_HANG).await;
     let transaction_pid = pid_of(&transaction).await;
     let leaving = common::connect(&url("leaving", LEAVING)).await;
     leaving.simple_query("SELECT 1").await.unwrap();
@@ -380,25 +361,31 @@ async fn sigterm_lets_open_transactions_finish() {
     let session_url = pooler.url("pinned", PASSWORD, "postgres");
 
     // Transaction and session mode: one client inside a transaction, one idle.
-    let (busy, busy_conn) = connect_watched(&url).await;
+    let (busy, busy_conn) = common::connect_watched(&url, NO_HANG).await;
     busy.batch_execute("BEGIN; INSERT INTO done VALUES (1);")
         .await
         .unwrap();
-    let (idle, idle_conn) = connect_watched(&url).await;
+    let (idle, idle_conn) = common::connect_watched(&url, NO_HANG).await;
     idle.simple_query("SELECT 1").await.unwrap();
-    let (session_busy, session_busy_conn) = connect_watched(&session_url).await;
+    let (session_busy, session_busy_conn) = common::connect_watched(&session_url, NO_HANG).await;
     session_busy
         .batch_execute("BEGIN; INSERT INTO done VALUES (10);")
         .await
         .unwrap();
-    let (session_idle, session_idle_conn) = connect_watched(&session_url).await;
+    let (session_idle, session_idle_conn) = common::connect_watched(&session_url, NO_HANG).await;
     session_idle.simple_query("SELECT 1").await.unwrap();
 
     pooler.signal(SIGTERM);
 
     // Idle clients are told at once.
-    assert_eq!(ended_with(idle_conn).await, "57P01");
-    assert_eq!(ended_with(session_idle_conn).await, "57P01");
+    assert_eq!(
+        common::ended_with_sqlstate(idle_conn, NO_HANG).await,
+        "57P01"
+    );
+    assert_eq!(
+        common::ended_with_sqlstate(session_idle_conn, NO_HANG).await,
+        "57P01"
+    );
     // No new clients.
     assert!(
         wait_until(NO_HANG, || !accepts_tcp(port)),
@@ -413,7 +400,10 @@ async fn sigterm_lets_open_transactions_finish() {
     busy.batch_execute("COMMIT")
         .await
         .expect("COMMIT after SIGTERM failed");
-    assert_eq!(ended_with(busy_conn).await, "57P01");
+    assert_eq!(
+        common::ended_with_sqlstate(busy_conn, NO_HANG).await,
+        "57P01"
+    );
     session_busy
         .batch_execute("INSERT INTO done VALUES (20)")
         .await
@@ -422,7 +412,10 @@ async fn sigterm_lets_open_transactions_finish() {
         .batch_execute("COMMIT")
         .await
         .expect("COMMIT after SIGTERM failed in session mode");
-    assert_eq!(ended_with(session_busy_conn).await, "57P01");
+    assert_eq!(
+        common::ended_with_sqlstate(session_busy_conn, NO_HANG).await,
+        "57P01"
+    );
 
     let status = pooler
         .wait_exit(Duration::from_secs(20))
@@ -464,7 +457,8 @@ async fn shutdown_timeout_closes_stuck_transactions() {
         ),
     );
     let mut pooler = TidepoolProc::start_on(port, &["--config", config.to_str().unwrap()]);
-    let (stuck, stuck_conn) = connect_watched(&pooler.url("app", PASSWORD, "postgres")).await;
+    let (stuck, stuck_conn) =
+        common::connect_watched(&pooler.url("app", PASSWORD, "postgres"), NO_HANG).await;
     stuck
         .batch_execute("BEGIN; INSERT INTO done VALUES (1);")
         .await

@@ -23,8 +23,7 @@ use common::{
     free_port, BackendMessage, PgServer, TidepoolProc, WireClient, HOST, SIGHUP, SUPERUSER,
     SUPERUSER_PASSWORD,
 };
-use tokio::task::JoinHandle;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 const USER: &str = "app";
 const PASSWORD: &str = "tenant-test-pw-3";
@@ -145,30 +144,6 @@ async fn refused(url: &str) -> tokio_postgres::Error {
         Ok(_) => panic!("the login was accepted"),
         Err(e) => e,
     }
-}
-
-/// A client whose connection task is kept, so a test sees how the server
-/// ended the session (an unsolicited FATAL surfaces there).
-async fn connect_watched(url: &str) -> (Client, JoinHandle<Result<(), tokio_postgres::Error>>) {
-    let login = tokio_postgres::connect(url, NoTls);
-    let (client, connection) = tokio::time::timeout(NO_HANG, login)
-        .await
-        .expect("the login did not finish")
-        .unwrap_or_else(|e| panic!("cannot log in: {e}"));
-    (client, tokio::spawn(connection))
-}
-
-/// Waits (at most `timeout`) for a watched connection to end, and returns the
-/// error it ended with.
-async fn ended_with(
-    connection: JoinHandle<Result<(), tokio_postgres::Error>>,
-    timeout: Duration,
-) -> tokio_postgres::Error {
-    tokio::time::timeout(timeout, connection)
-        .await
-        .unwrap_or_else(|_| panic!("the client was still connected after {timeout:?}"))
-        .expect("the connection task panicked")
-        .expect_err("the connection ended without an error")
 }
 
 fn assert_error(error: &tokio_postgres::Error, code: &str, message: &str) {
@@ -678,7 +653,8 @@ async fn client_idle_timeout_ends_idle_clients() {
             &[user(USER, PASSWORD, "")],
         )],
     );
-    let (client, connection) = connect_watched(&pooler.url("app.t1", PASSWORD, "postgres")).await;
+    let (client, connection) =
+        common::connect_watched(&pooler.url("app.t1", PASSWORD, "postgres"), NO_HANG).await;
 
     // A client that keeps working for longer than the timeout stays.
     for _ in 0..4 {
@@ -686,7 +662,7 @@ async fn client_idle_timeout_ends_idle_clients() {
         client.simple_query("SELECT 1").await.unwrap();
     }
     let idle_since = Instant::now();
-    let error = ended_with(connection, Duration::from_secs(5)).await;
+    let error = common::ended_with(connection, Duration::from_secs(5)).await;
     let idle = idle_since.elapsed();
     assert_error(
         &error,
@@ -711,9 +687,10 @@ async fn client_idle_timeout_ends_idle_session_mode_clients() {
             &[user(USER, PASSWORD, "mode_type = \"session\"")],
         )],
     );
-    let (client, connection) = connect_watched(&pooler.url("app.t1", PASSWORD, "postgres")).await;
+    let (client, connection) =
+        common::connect_watched(&pooler.url("app.t1", PASSWORD, "postgres"), NO_HANG).await;
     client.simple_query("SELECT 1").await.unwrap();
-    let error = ended_with(connection, Duration::from_secs(5)).await;
+    let error = common::ended_with(connection, Duration::from_secs(5)).await;
     assert_error(
         &error,
         "57P05",
@@ -753,15 +730,15 @@ async fn reload_that_deletes_a_tenant_ends_its_idle_clients() {
     pg.create_user(USER, PASSWORD).await;
     let pooler = Pooler::start(Listener::Plain, &reload_tenants(&pg, &["t1", "t2", "t3"]));
     let (doomed, doomed_connection) =
-        connect_watched(&pooler.url("app.t2", PASSWORD, "postgres")).await;
+        common::connect_watched(&pooler.url("app.t2", PASSWORD, "postgres"), NO_HANG).await;
     doomed.simple_query("SELECT 1").await.unwrap();
     let (survivor, survivor_connection) =
-        connect_watched(&pooler.url("app.t1", PASSWORD, "postgres")).await;
+        common::connect_watched(&pooler.url("app.t1", PASSWORD, "postgres"), NO_HANG).await;
     survivor.simple_query("SELECT 1").await.unwrap();
 
     pooler.reload(&reload_tenants(&pg, &["t1", "t3"]));
 
-    let error = ended_with(doomed_connection, NO_HANG).await;
+    let error = common::ended_with(doomed_connection, NO_HANG).await;
     assert_error(&error, "57P01", T2_DELETED);
     assert_eq!(text(&survivor, "SELECT current_user::text").await, USER);
     assert!(!survivor_connection.is_finished());

@@ -24,7 +24,10 @@ pub use cluster::bin_dir;
 pub use cluster::psql_program;
 pub use pooler::{listen_port_from_args, PoolMode, TidepoolProc};
 pub use pooler::{SIGHUP, SIGINT, SIGKILL, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
-pub use postgres::{connect, try_connect, PgServer, SUPERUSER, SUPERUSER_PASSWORD};
+pub use postgres::{
+    connect, connect_watched, ended_with, ended_with_sqlstate, try_connect, PgServer, SUPERUSER,
+    SUPERUSER_PASSWORD,
+};
 pub use wire::{BackendMessage, Next, WireClient};
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};

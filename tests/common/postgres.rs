@@ -304,3 +304,47 @@ fn quote_ident(name: &str) -> String {
 fn quote_literal(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
 }
+
+/// A client whose connection task is kept, so a test sees how the server ended
+/// the session (an unsolicited FATAL surfaces there). The login must finish within
+/// `timeout`.
+pub async fn connect_watched(
+    url: &str,
+    timeout: std::time::Duration,
+) -> (
+    Client,
+    tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>,
+) {
+    let login = tokio_postgres::connect(url, NoTls);
+    let (client, connection) = tokio::time::timeout(timeout, login)
+        .await
+        .expect("the login did not finish")
+        .unwrap_or_else(|e| panic!("cannot log in to {}: {e}", redact_url(url)));
+    (client, tokio::spawn(connection))
+}
+
+/// Waits (at most `timeout`) for a watched connection to end, and returns the
+/// error it ended with.
+pub async fn ended_with(
+    connection: tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>,
+    timeout: std::time::Duration,
+) -> tokio_postgres::Error {
+    tokio::time::timeout(timeout, connection)
+        .await
+        .unwrap_or_else(|_| panic!("the client was still connected after {timeout:?}"))
+        .expect("the connection task panicked")
+        .expect_err("the connection ended without an error")
+}
+
+/// The SQLSTATE a watched connection ended with, or a text naming the error
+/// when it carried none.
+pub async fn ended_with_sqlstate(
+    connection: tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>,
+    timeout: std::time::Duration,
+) -> String {
+    let error = ended_with(connection, timeout).await;
+    error
+        .code()
+        .map(|c| c.code().to_owned())
+        .unwrap_or_else(|| format!("no SQLSTATE: {error}"))
+}
