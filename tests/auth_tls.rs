@@ -10,7 +10,7 @@ mod common;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::fs::{chown, MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -75,35 +75,12 @@ fn first_auth_request(port: u16, user: &str) -> Option<i32> {
     (head[0] == b'R').then(|| i32::from_be_bytes([head[5], head[6], head[7], head[8]]))
 }
 
-fn psql_program() -> PathBuf {
-    let local = common::bin_dir().join("psql");
-    if local.is_file() {
-        local
-    } else {
-        PathBuf::from("psql")
-    }
-}
-
 /// Runs `psql -c sql` against Tidepool; stdout on success, stderr on failure.
 /// Blocking, which is fine here: nothing else in the test needs the runtime
 /// meanwhile.
 fn psql(port: u16, sslmode: &str, password: &str, sql: &str) -> Result<String, String> {
     let conninfo = format!("host={HOST} port={port} user={USER} dbname=postgres sslmode={sslmode}");
-    let output = Command::new(psql_program())
-        .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", &conninfo])
-        .args(["-c", sql])
-        .env("PGPASSWORD", password)
-        .env("PGCONNECT_TIMEOUT", "10")
-        .env_remove("PGSSLMODE")
-        .env_remove("PGSERVICE")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run psql: {e}"));
-    if output.status.success() {
-        Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
-    } else {
-        Err(String::from_utf8_lossy(&output.stderr).into_owned())
-    }
+    common::run_psql(&conninfo, password, sql)
 }
 
 /// A certificate authority made for one test.
@@ -424,7 +401,7 @@ fn psql_direct(port: u16, sql: &str) -> Result<String, String> {
         "host={HOST} port={port} user={} dbname=postgres sslmode=require",
         common::SUPERUSER
     );
-    let output = Command::new(psql_program())
+    let output = Command::new(common::psql_program())
         .args(["-X", "-A", "-t", "-d", &conninfo, "-c", sql])
         .env("PGPASSWORD", common::SUPERUSER_PASSWORD)
         .env("PGCONNECT_TIMEOUT", "10")

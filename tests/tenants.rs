@@ -15,7 +15,6 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::wire::{tags, PROTOCOL_3_0};
@@ -195,27 +194,6 @@ async fn wire_login(
     (wire, outcome)
 }
 
-/// `psql -c sql` with `conninfo`; stdout on success, stderr on failure.
-/// Blocking, so the tests that use it run on a multi-threaded runtime.
-fn psql(conninfo: &str, password: &str, sql: &str) -> Result<String, String> {
-    let output = Command::new(common::psql_program())
-        .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", conninfo])
-        .args(["-c", sql])
-        .env("PGPASSWORD", password)
-        .env("PGCONNECT_TIMEOUT", "10")
-        .env_remove("PGSSLMODE")
-        .env_remove("PGSERVICE")
-        .env_remove("PGHOSTADDR")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run psql: {e}"));
-    if output.status.success() {
-        Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
-    } else {
-        Err(String::from_utf8_lossy(&output.stderr).into_owned())
-    }
-}
-
 /// Logs in until a client gets in, as long as each refusal is `code`; panics
 /// on another error or after [`NO_HANG`].
 async fn connect_once_admitted(url: &str, code: &str) -> Client {
@@ -342,26 +320,26 @@ async fn tls_server_name_chooses_the_tenant() {
     let database = "SELECT current_database()";
 
     assert_eq!(
-        psql(&by_name("db.example.test", "db1"), PASSWORD, database).as_deref(),
+        common::run_psql(&by_name("db.example.test", "db1"), PASSWORD, database).as_deref(),
         Ok("db1")
     );
     assert_eq!(
-        psql(&by_name("DB.Example.Test", "db1"), PASSWORD, database).as_deref(),
+        common::run_psql(&by_name("DB.Example.Test", "db1"), PASSWORD, database).as_deref(),
         Ok("db1"),
         "the server name is compared without case"
     );
     // Without an exact sni_hostname, the name's first label is the tenant.
     assert_eq!(
-        psql(&by_name("t2.anything.test", "db2"), PASSWORD, database).as_deref(),
+        common::run_psql(&by_name("t2.anything.test", "db2"), PASSWORD, database).as_deref(),
         Ok("db2")
     );
-    let unknown = psql(&by_name("nobody.example.test", "db1"), PASSWORD, database)
+    let unknown = common::run_psql(&by_name("nobody.example.test", "db1"), PASSWORD, database)
         .expect_err("a server name that names no tenant was routed");
     assert!(unknown.contains(NO_TENANT), "{unknown}");
     // The same user name without TLS names no tenant.
     let plain = format!("host={HOST} port={port} user={USER} dbname=db1 sslmode=disable");
-    let unrouted =
-        psql(&plain, PASSWORD, database).expect_err("a plain user name was routed without SNI");
+    let unrouted = common::run_psql(&plain, PASSWORD, database)
+        .expect_err("a plain user name was routed without SNI");
     assert!(unrouted.contains(NO_TENANT), "{unrouted}");
 }
 
@@ -445,10 +423,10 @@ async fn enforce_ssl_refuses_plain_connections_before_authentication() {
         )
     };
     assert_eq!(
-        psql(&conninfo("require"), PASSWORD, "SELECT 1").as_deref(),
+        common::run_psql(&conninfo("require"), PASSWORD, "SELECT 1").as_deref(),
         Ok("1")
     );
-    let plain = psql(&conninfo("disable"), PASSWORD, "SELECT 1")
+    let plain = common::run_psql(&conninfo("disable"), PASSWORD, "SELECT 1")
         .expect_err("a plain connection logged in to an enforce_ssl tenant");
     assert!(plain.contains(requires_ssl), "{plain}");
 
@@ -822,7 +800,7 @@ async fn default_parameter_status_answers_logins_on_a_cold_pool() {
     let conninfo = pooler.url("app.t1", PASSWORD, "postgres");
     // psql's SERVER_VERSION_NAME is the ParameterStatus of the login; \echo
     // sends no query, so the pool has no reason to connect.
-    let reported = psql(&conninfo, PASSWORD, "\\echo :SERVER_VERSION_NAME").unwrap();
+    let reported = common::run_psql(&conninfo, PASSWORD, "\\echo :SERVER_VERSION_NAME").unwrap();
     assert_eq!(reported, "15.0-standin");
     assert_eq!(
         pg.count_backends(USER).await,
@@ -830,9 +808,12 @@ async fn default_parameter_status_answers_logins_on_a_cold_pool() {
         "a login on a cold pool opened a server connection"
     );
     // A query needs a server; after it, logins report the real server's values.
-    assert_eq!(psql(&conninfo, PASSWORD, "SELECT 1").unwrap(), "1");
+    assert_eq!(
+        common::run_psql(&conninfo, PASSWORD, "SELECT 1").unwrap(),
+        "1"
+    );
     assert!(pg.count_backends(USER).await >= 1);
-    let reported = psql(&conninfo, PASSWORD, "\\echo :SERVER_VERSION_NAME").unwrap();
+    let reported = common::run_psql(&conninfo, PASSWORD, "\\echo :SERVER_VERSION_NAME").unwrap();
     assert!(reported.starts_with("15."), "{reported}");
     assert_ne!(reported, "15.0-standin");
 }

@@ -183,6 +183,28 @@ pub fn psql_program() -> PathBuf {
     }
 }
 
+/// Runs `psql -c sql` with connection string `conninfo` and `password`; its
+/// stdout on success, its stderr on failure. The environment's libpq settings
+/// that would override the string are removed. Blocking.
+pub fn run_psql(conninfo: &str, password: &str, sql: &str) -> Result<String, String> {
+    let output = Command::new(psql_program())
+        .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", conninfo])
+        .args(["-c", sql])
+        .env("PGPASSWORD", password)
+        .env("PGCONNECT_TIMEOUT", "10")
+        .env_remove("PGSSLMODE")
+        .env_remove("PGSERVICE")
+        .env_remove("PGHOSTADDR")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run psql: {e}"));
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).into_owned())
+    }
+}
+
 const TEMPLATE_PREFIX: &str = "tidepool-pg-template-";
 
 /// A freshly initialised cluster, made once per test binary run and copied

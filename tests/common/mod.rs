@@ -21,7 +21,7 @@ mod postgres;
 pub mod wire;
 
 pub use cluster::bin_dir;
-pub use cluster::psql_program;
+pub use cluster::{psql_program, run_psql};
 pub use pooler::{listen_port_from_args, PoolMode, TidepoolProc};
 pub use pooler::{SIGHUP, SIGINT, SIGKILL, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
 pub use postgres::{
