@@ -219,10 +219,10 @@ impl App {
         for old in changed {
             let id = &old.tenant.id;
             let now = self.tenants.get(id);
-            self.settle_pools(id, now.as_ref().map(|e| &*e.tenant), &config);
             if now.is_none() {
                 old.live.end_clients(GoneReason::Deleted);
             }
+            self.settle_pools(id, now.as_ref().map(|e| &*e.tenant), &config);
         }
         self.tls.store(tls.map(Arc::new));
         self.config.store(Arc::new(config));
@@ -287,8 +287,10 @@ impl App {
             return Ok(false);
         };
         self.auth_cache.forget_tenant(id);
-        self.settle_pools(id, None, &self.config());
+        // Clients learn why before their pools go, so none meets a closed pool
+        // first and takes it for something else.
         old.live.end_clients(GoneReason::Deleted);
+        self.settle_pools(id, None, &self.config());
         Ok(true)
     }
 
@@ -298,8 +300,8 @@ impl App {
         let Some(entry) = self.tenants.get(id) else {
             return false;
         };
-        self.settle_pools(id, None, &self.config());
         entry.live.end_clients(GoneReason::Terminated);
+        self.settle_pools(id, None, &self.config());
         true
     }
 

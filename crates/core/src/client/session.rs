@@ -89,6 +89,9 @@ async fn idle_expiry(sleep: &mut Option<Pin<Box<tokio::time::Sleep>>>) {
     }
 }
 
+/// How long a client cut off mid-transaction is given to take what it is owed.
+const KILL_FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Sleeps for `limit`, or forever when there is none.
 async fn sleep_for(limit: Option<std::time::Duration>) {
     match limit {
@@ -200,10 +203,14 @@ impl Session {
     /// A client cut off mid-transaction (its tenant deleted or terminated, or the
     /// shutdown timeout) is told why, when that cannot break a message in half.
     /// Returns whether the client was cut off.
-    async fn tell_if_killed(&mut self, relay: &RelayState) -> bool {
+    async fn tell_if_killed(&mut self, relay: &mut RelayState) -> bool {
         if !self.signals.kill.is_cancelled() {
             return false;
         }
+        // Whole messages still owed to the client go first (briefly: a client
+        // that does not read is not waited for), then the reason.
+        let flush = relay.flush_to_client(&mut self.stream);
+        let _ = tokio::time::timeout(KILL_FLUSH_TIMEOUT, flush).await;
         if relay.client_at_message_boundary() {
             let e = self.gone_error();
             send_fatal(&mut self.stream, &e).await;
@@ -363,7 +370,7 @@ impl Session {
             _ = self.signals.kill.cancelled() => RelayEnd::ClientIo(std::io::ErrorKind::TimedOut.into()),
         };
         self.count_work(&relay, &mut lease, started);
-        let killed = self.tell_if_killed(&relay).await;
+        let killed = self.tell_if_killed(&mut relay).await;
         self.cancel.unbind().await;
         self.wanted.apply(&relay.param_changes);
         lease.conn.current.apply(&relay.param_changes);
@@ -441,7 +448,7 @@ impl Session {
             break end;
         };
         self.count_work(&relay, &mut lease, started);
-        let told = self.tell_if_killed(&relay).await;
+        let told = self.tell_if_killed(&mut relay).await;
         self.cancel.unbind().await;
         lease.conn.current.apply(&relay.param_changes);
         if matches!(end, RelayEnd::Idle) && !told {
