@@ -273,6 +273,14 @@ async fn login(url: &str) -> Result<Client, tokio_postgres::Error> {
     common::try_connect(url).await
 }
 
+/// Waits until a client has nothing in flight. After `query_one`, tokio-postgres
+/// closes its statement in the background; a FATAL arriving while that Close is
+/// unanswered goes to the Close's (dropped) caller, and the connection then ends
+/// as merely "closed". A simple query sent now is answered after the Close.
+async fn settle(client: &Client) {
+    client.batch_execute("SELECT 1").await.unwrap();
+}
+
 async fn select_one(client: &Client) -> i32 {
     client.query_one("SELECT 1", &[]).await.unwrap().get(0)
 }
@@ -366,6 +374,7 @@ async fn tenant_lifecycle_through_the_api() {
     // Terminate: the client is sent away, the tenant stays, new clients work.
     let (watched, connection) = common::connect_watched(&node.url("t1"), NO_HANG).await;
     assert_eq!(select_one(&watched).await, 1);
+    settle(&watched).await;
     expect(&api.post("/api/tenants/t1/terminate"), 204);
     assert_eq!(
         common::ended_with_sqlstate(connection, NO_HANG).await,
@@ -378,6 +387,7 @@ async fn tenant_lifecycle_through_the_api() {
     // Delete: the client gets a FATAL, new logins fail, the tenant is gone.
     let (watched, connection) = common::connect_watched(&node.url("t1"), NO_HANG).await;
     assert_eq!(select_one(&watched).await, 1);
+    settle(&watched).await;
     expect(&api.delete("/api/tenants/t1"), 204);
     assert_eq!(
         common::ended_with_sqlstate(connection, NO_HANG).await,
@@ -583,6 +593,7 @@ async fn two_nodes_follow_one_store() {
     // Terminate on A sends B's clients away.
     let (watched, connection) = common::connect_watched(&b.url("t1"), NO_HANG).await;
     assert_eq!(select_one(&watched).await, 1);
+    settle(&watched).await;
     expect(&a.api.post("/api/tenants/t1/terminate"), 204);
     assert_eq!(
         common::ended_with_sqlstate(connection, NO_HANG).await,
@@ -592,6 +603,7 @@ async fn two_nodes_follow_one_store() {
     // Delete on A removes it from B.
     let (watched, connection) = common::connect_watched(&b.url("t1"), NO_HANG).await;
     assert_eq!(select_one(&watched).await, 1);
+    settle(&watched).await;
     expect(&a.api.delete("/api/tenants/t1"), 204);
     wait_for_status(&b.api, "/api/tenants/t1", 404, Duration::from_secs(5));
     assert_eq!(
