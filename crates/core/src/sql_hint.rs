@@ -130,29 +130,50 @@ const TRIGGERS: [&[u8]; 8] = [
     b"listen",
 ];
 
-/// Bytes that begin a trigger word, either case: one table look-up per byte of SQL.
-const TRIGGER_STARTS: [bool; 256] = {
-    let mut table = [false; 256];
+/// For each byte folded with `| 0x20` (which lower-cases ASCII letters): the
+/// triggers whose byte at `at` it is, one bit each.
+const fn triggers_by_byte(at: usize) -> [u8; 256] {
+    let mut table = [0u8; 256];
     let mut i = 0;
     while i < TRIGGERS.len() {
-        let b = TRIGGERS[i][0];
-        table[b as usize] = true;
-        table[b.to_ascii_uppercase() as usize] = true;
+        table[TRIGGERS[i][at] as usize] |= 1 << i;
         i += 1;
     }
     table
-};
+}
+const TRIGGERS_BY_FIRST: [u8; 256] = triggers_by_byte(0);
+const TRIGGERS_BY_SECOND: [u8; 256] = triggers_by_byte(1);
 
 /// A single pass without allocation: false when `sql` cannot hold any statement
-/// [`session_hints`] cares about (the common case, kept cheap for the hot path).
+/// [`session_hints`] cares about (the common case, kept cheap for the hot path:
+/// two table look-ups per byte; a whole word is compared only where its first two
+/// letters are).
 pub fn might_touch_session(sql: &[u8]) -> bool {
-    sql.iter().enumerate().any(|(i, &b)| {
-        TRIGGER_STARTS[b as usize]
-            && TRIGGERS.iter().any(|t| {
-                sql.get(i..i + t.len())
-                    .is_some_and(|w| w.eq_ignore_ascii_case(t))
-            })
-    })
+    let mut rest = sql;
+    while let [first, second, ..] = rest {
+        let candidates = TRIGGERS_BY_FIRST[usize::from(first | 0x20)]
+            & TRIGGERS_BY_SECOND[usize::from(second | 0x20)];
+        if candidates != 0 && trigger_at(rest, candidates) {
+            return true;
+        }
+        rest = &rest[1..];
+    }
+    false
+}
+
+/// Whether one of the `candidates` (bits of [`TRIGGERS`]) begins `text`, either case.
+fn trigger_at(text: &[u8], mut candidates: u8) -> bool {
+    while candidates != 0 {
+        let trigger = TRIGGERS[candidates.trailing_zeros() as usize];
+        if text
+            .get(..trigger.len())
+            .is_some_and(|w| w.eq_ignore_ascii_case(trigger))
+        {
+            return true;
+        }
+        candidates &= candidates - 1;
+    }
+    false
 }
 
 /// Looks at the session effects of `sql`.
@@ -316,6 +337,37 @@ mod tests {
         ));
         assert!(might_touch_session(b"UPDATE t SET a = 1"));
         assert!(might_touch_session(b"create TEMP table x()"));
+    }
+
+    /// The table-driven pre-check agrees with the plain definition: some trigger
+    /// word, in any case, starts at some byte.
+    #[test]
+    fn precheck_matches_its_definition() {
+        let plain = |sql: &[u8]| {
+            (0..sql.len()).any(|i| {
+                TRIGGERS.iter().any(|t| {
+                    sql.get(i..i + t.len())
+                        .is_some_and(|w| w.eq_ignore_ascii_case(t))
+                })
+            })
+        };
+        let alphabet = b"sEtDiScaRdeaLlOcADvIsoRYtEmPhOlDpRePaRlIsTeN _;\xc3\xa9\x00\x13\x53";
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        for len in 0..200 {
+            let mut sql = Vec::with_capacity(len);
+            for _ in 0..len {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                sql.push(alphabet[(seed % alphabet.len() as u64) as usize]);
+            }
+            assert_eq!(might_touch_session(&sql), plain(&sql), "{sql:?}");
+        }
+        for t in TRIGGERS {
+            assert!(might_touch_session(t));
+            assert!(might_touch_session(&t.to_ascii_uppercase()));
+            assert!(!might_touch_session(&t[..t.len() - 1]));
+        }
     }
 
     #[test]

@@ -13,6 +13,16 @@ use pgwire::{frame::Frame, tag, WireError};
 use super::responses::{ResponseEnd, ResponsePlan, Undo, CLOSE_COMPLETE, PARSE_COMPLETE};
 use super::statements::{ClientStatements, ServerStatements, Statement};
 
+/// What became of one client message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pass {
+    /// Nothing was written: the message goes to the server exactly as the client
+    /// sent it (the caller forwards its bytes, without a copy where it can).
+    Untouched,
+    /// What goes to the server in its place, if anything, was written.
+    Rewritten,
+}
+
 /// The state a rewrite reads and updates.
 pub struct Rewriter<'a> {
     pub client: &'a mut ClientStatements,
@@ -34,22 +44,24 @@ fn name_str<'a>(bytes: &'a [u8], what: &'static str) -> Result<&'a str, WireErro
 }
 
 impl Rewriter<'_> {
-    /// Handles one complete client message (`raw` is its wire bytes). What goes to the
-    /// server is appended to `to_server`; answers due at once to `to_client`.
+    /// Handles one complete client message. What goes to the server in its place
+    /// is appended to `to_server` (unless it passes untouched); answers due at once
+    /// go to `to_client`. `may_drop_statements` says whether a Query may be a
+    /// DEALLOCATE (the caller has looked at its SQL already).
     pub fn on_client_message(
         &mut self,
         frame: Frame<'_>,
-        raw: &[u8],
+        may_drop_statements: bool,
         to_server: &mut BytesMut,
         to_client: &mut Vec<u8>,
-    ) -> Result<(), WireError> {
-        match frame.tag {
-            tag::PARSE => self.parse(frame.body, raw, to_server, to_client)?,
+    ) -> Result<Pass, WireError> {
+        let pass = match frame.tag {
+            tag::PARSE => self.parse(frame.body, to_server, to_client)?,
             tag::BIND => {
                 let (portal, rest) = split_cstr(frame.body, "Bind")?;
                 let (statement, rest) = split_cstr(rest, "Bind")?;
-                match self.named(statement)? {
-                    None => to_server.put_slice(raw),
+                let pass = match self.named(statement)? {
+                    None => Pass::Untouched,
                     Some(s) => {
                         self.ensure_prepared(&s, to_server);
                         to_server.put_u8(tag::BIND);
@@ -61,19 +73,23 @@ impl Rewriter<'_> {
                         to_server.put_slice(s.global.as_bytes());
                         to_server.put_u8(0);
                         to_server.put_slice(rest);
+                        Pass::Rewritten
                     }
-                }
+                };
                 self.plan.forward(ResponseEnd::BindComplete, Undo::None);
+                pass
             }
             tag::DESCRIBE => {
-                match self.statement_target(frame.body, "Describe")? {
-                    None => to_server.put_slice(raw),
+                let pass = match self.statement_target(frame.body, "Describe")? {
+                    None => Pass::Untouched,
                     Some(s) => {
                         self.ensure_prepared(&s, to_server);
                         put_target(to_server, tag::DESCRIBE, b'S', &s.global);
+                        Pass::Rewritten
                     }
-                }
+                };
                 self.plan.forward(ResponseEnd::Description, Undo::None);
+                pass
             }
             tag::CLOSE => match frame.body.split_first() {
                 Some((b'S', rest)) if rest.first().is_some_and(|&b| b != 0) => {
@@ -89,46 +105,49 @@ impl Rewriter<'_> {
                         None => Undo::None,
                     };
                     self.plan.answer(CLOSE_COMPLETE, undo, to_client);
+                    Pass::Rewritten
                 }
                 _ => {
-                    to_server.put_slice(raw);
                     self.plan.forward(ResponseEnd::CloseComplete, Undo::None);
+                    Pass::Untouched
                 }
             },
             tag::EXECUTE => {
-                to_server.put_slice(raw);
                 self.plan.forward(ResponseEnd::ExecuteDone, Undo::None);
+                Pass::Untouched
             }
             tag::QUERY => {
-                if !self.deallocate(frame.body, to_server)? {
-                    to_server.put_slice(raw);
-                }
+                let pass = if may_drop_statements && self.deallocate(frame.body, to_server)? {
+                    Pass::Rewritten
+                } else {
+                    Pass::Untouched
+                };
                 self.plan.forward(ResponseEnd::Ready, Undo::None);
+                pass
             }
             tag::SYNC | tag::FUNCTION_CALL => {
-                to_server.put_slice(raw);
                 self.plan.forward(ResponseEnd::Ready, Undo::None);
+                Pass::Untouched
             }
             // Flush, COPY data and anything else: no response of its own.
-            _ => to_server.put_slice(raw),
-        }
-        Ok(())
+            _ => Pass::Untouched,
+        };
+        Ok(pass)
     }
 
     /// The head of a Bind too large to take whole: `head` is its tag, length, portal
     /// and statement name; `rest_len` bytes of body follow and stream through
     /// untouched. Writes the head with the statement renamed (after a Parse if the
-    /// server lacks it).
+    /// server lacks it), or leaves it untouched when it names no tracked statement.
     pub fn bind_head(
         &mut self,
-        head: &[u8],
         portal: &[u8],
         statement: &[u8],
         rest_len: usize,
         to_server: &mut BytesMut,
-    ) -> Result<(), WireError> {
-        match self.named(statement)? {
-            None => to_server.put_slice(head),
+    ) -> Result<Pass, WireError> {
+        let pass = match self.named(statement)? {
+            None => Pass::Untouched,
             Some(s) => {
                 self.ensure_prepared(&s, to_server);
                 to_server.put_u8(tag::BIND);
@@ -137,10 +156,11 @@ impl Rewriter<'_> {
                 to_server.put_u8(0);
                 to_server.put_slice(s.global.as_bytes());
                 to_server.put_u8(0);
+                Pass::Rewritten
             }
-        }
+        };
         self.plan.forward(ResponseEnd::BindComplete, Undo::None);
-        Ok(())
+        Ok(pass)
     }
 
     /// Notes a large message streamed through without rewriting (a long Query, COPY
@@ -159,15 +179,13 @@ impl Rewriter<'_> {
     fn parse(
         &mut self,
         body: &[u8],
-        raw: &[u8],
         to_server: &mut BytesMut,
         to_client: &mut Vec<u8>,
-    ) -> Result<(), WireError> {
+    ) -> Result<Pass, WireError> {
         let (name, rest) = split_cstr(body, "Parse")?;
         if name.is_empty() {
-            to_server.put_slice(raw);
             self.plan.forward(ResponseEnd::ParseComplete, Undo::None);
-            return Ok(());
+            return Ok(Pass::Untouched);
         }
         let name = name_str(name, "Parse")?;
         let statement = Arc::new(Statement::from_parse_rest(rest));
@@ -180,7 +198,7 @@ impl Rewriter<'_> {
                 previous,
             };
             self.plan.answer(PARSE_COMPLETE, undo, to_client);
-            return Ok(());
+            return Ok(Pass::Rewritten);
         }
         self.evict_for(&statement.global, to_server);
         to_server.put_slice(&statement.parse);
@@ -192,7 +210,7 @@ impl Rewriter<'_> {
                 previous,
             },
         );
-        Ok(())
+        Ok(Pass::Rewritten)
     }
 
     /// The client's statement of this name, if the name is not empty. An unknown name
@@ -282,13 +300,7 @@ impl Rewriter<'_> {
     /// that lacks it, so the command succeeds as it would on Postgres). Returns
     /// false when the query is something else, to be forwarded as it is.
     fn deallocate(&mut self, body: &[u8], to_server: &mut BytesMut) -> Result<bool, WireError> {
-        if !crate::sql_hint::might_touch_session(body) {
-            return Ok(false);
-        }
         let sql = pgwire::frontend::decode_query(body)?;
-        if !crate::sql_hint::may_drop_statements(sql) {
-            return Ok(false);
-        }
         let Some(statement) =
             crate::sql_hint::deallocate_target(sql).and_then(|name| self.client.remove(&name))
         else {

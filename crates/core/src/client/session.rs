@@ -533,12 +533,13 @@ mod tests {
         let future = serve(app, tcp, peer);
         let size = std::mem::size_of_val(&future);
         eprintln!(
-            "client future: {size} bytes; Session {} Stream {} ParamValues {} SessionSettings {} Lease {}",
+            "client future: {size} bytes; Session {} Stream {} ParamValues {} SessionSettings {} Lease {} RelayState {}",
             std::mem::size_of::<Session>(),
             std::mem::size_of::<Stream>(),
             std::mem::size_of::<ParamValues>(),
             std::mem::size_of::<SessionSettings>(),
             std::mem::size_of::<Lease>(),
+            std::mem::size_of::<RelayState>(),
         );
         assert!(size <= 1024, "client future is {size} bytes");
     }

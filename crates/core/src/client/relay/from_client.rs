@@ -1,13 +1,14 @@
 //! Client bytes on their way to the server: scanned and forwarded untouched, or, with
 //! statement tracking, cut into messages and rewritten (see `rewrite`).
 
-use bytes::Buf;
+use bytes::{Buf, BytesMut};
 use pgwire::frame::decode_head;
 use pgwire::{frame::Frame, tag, MessageHead, WireError};
 
 use super::{RelayEnd, RelayState, StatementCtx};
-use crate::client::rewrite::Rewriter;
-use crate::client::txn::ClientIntent;
+use crate::client::rewrite::{Pass, Rewriter};
+use crate::client::txn::{ClientIntent, TxnTracker};
+use crate::sql_hint::SessionHints;
 use crate::sql_hint::{may_drop_statements, might_touch_session, session_hints};
 
 /// Client messages up to this size are taken whole; larger ones that need no rewrite
@@ -58,43 +59,130 @@ impl RelayState {
     }
 
     /// Takes in `n` fresh client bytes with statement tracking: whole messages are
-    /// rewritten into the server-bound buffer; answers the pooler owes go to the
-    /// client-bound one.
+    /// rewritten for the server; answers the pooler owes go to the client-bound
+    /// buffer. When nothing waits before them, the bytes are cut where they were
+    /// read, and the messages that pass untouched are written from there; only
+    /// a message cut short by the read is copied aside to wait for its end.
     pub(super) fn ingest_client(
         &mut self,
         n: usize,
         ctx: &mut StatementCtx<'_>,
     ) -> Option<RelayEnd> {
-        self.client_inbox
-            .extend_from_slice(&self.to_server.buf.as_slice()[..n]);
-        self.to_server.consume_raw();
-        let mut answers = Vec::new();
-        let mut rewriter = Rewriter {
-            client: ctx.client,
-            server: ctx.server,
-            plan: &mut self.plan,
+        let in_place = self.client_inbox.is_empty() && self.to_server.out.is_empty();
+        if !in_place {
+            self.client_inbox
+                .extend_from_slice(&self.to_server.buf.as_slice()[..n]);
+            self.to_server.consume_raw();
+        }
+        let mut cutter = Cutter {
+            tracker: &mut self.tracker,
+            hints: &mut self.hints,
+            barrier: &mut self.barrier,
+            stream_left: &mut self.client_stream_left,
+            out: &mut self.to_server.out,
+            max_message: self.max_client_message,
+            rewriter: Rewriter {
+                client: ctx.client,
+                server: ctx.server,
+                plan: &mut self.plan,
+            },
+            answers: Vec::new(),
         };
-        let inbox = &mut self.client_inbox;
-        let out = &mut self.to_server.out;
+        let cut = if in_place {
+            cutter.cut(&self.to_server.buf.as_slice()[..n], true)
+        } else {
+            cutter.cut(&self.client_inbox, false)
+        };
+        let answers = cutter.answers;
+        let failed = matches!(cut.end, Some(RelayEnd::ClientProtocol(_)));
+        if in_place {
+            if !failed {
+                let rest = &self.to_server.buf.as_slice()[cut.used..n];
+                self.client_inbox.extend_from_slice(rest);
+            }
+            self.to_server.start = 0;
+            self.to_server.end = cut.untouched;
+        } else if failed {
+            self.client_inbox.clear();
+        } else {
+            self.client_inbox.advance(cut.used);
+        }
+        if !answers.is_empty() {
+            self.hold_or_send_answers(&answers);
+        }
+        cut.end
+    }
+
+    /// Sends answers owed to the client now if the server stream is between
+    /// messages, else holds them until it is.
+    pub(super) fn hold_or_send_answers(&mut self, answers: &[u8]) {
+        if self.to_client.scanner.at_boundary()
+            && self.server_inbox.is_empty()
+            && self.held_answers.is_empty()
+        {
+            self.to_client.out.extend_from_slice(answers);
+        } else {
+            self.held_answers.extend_from_slice(answers);
+        }
+    }
+}
+
+/// The relay state that cutting client messages updates, borrowed apart from the
+/// bytes being cut (the read buffer or the inbox).
+struct Cutter<'a, 'b> {
+    tracker: &'a mut TxnTracker,
+    hints: &'a mut SessionHints,
+    barrier: &'a mut bool,
+    /// Bytes of a large message still to stream through untouched.
+    stream_left: &'a mut usize,
+    /// Server-bound bytes the pooler wrote (rewritten, or copied after them).
+    out: &'a mut BytesMut,
+    max_message: usize,
+    rewriter: Rewriter<'b>,
+    /// Answers the pooler owes the client.
+    answers: Vec<u8>,
+}
+
+/// How far one cut went.
+struct Cut {
+    /// Bytes of the source taken in; the rest waits for the end of its message.
+    used: usize,
+    /// Leading bytes of the source that go to the server as they are, straight
+    /// from the source (only when cutting in place).
+    untouched: usize,
+    end: Option<RelayEnd>,
+}
+
+impl Cutter<'_, '_> {
+    /// Cuts whole messages off the front of `src`. In place, messages pass straight
+    /// from `src` until the first one the pooler rewrites; from there on, and
+    /// always when not in place, what passes is copied into `out`.
+    fn cut(&mut self, src: &[u8], in_place: bool) -> Cut {
+        let mut pos = 0;
+        let mut untouched = Untouched {
+            len: 0,
+            passing: in_place,
+        };
         let end = loop {
-            if self.barrier {
+            if *self.barrier {
                 break None;
             }
-            if self.client_stream_left > 0 {
-                let take = self.client_stream_left.min(inbox.len());
+            let rest = &src[pos..];
+            if *self.stream_left > 0 {
+                let take = (*self.stream_left).min(rest.len());
                 if take == 0 {
                     break None;
                 }
-                out.extend_from_slice(&inbox[..take]);
-                inbox.advance(take);
-                self.client_stream_left -= take;
+                self.pass(&rest[..take], &mut untouched, pos + take);
+                pos += take;
+                *self.stream_left -= take;
                 continue;
             }
-            let Some(head) = inbox.get(..5) else {
+            let Some(head) = rest.get(..5) else {
                 break None;
             };
             let head = [head[0], head[1], head[2], head[3], head[4]];
-            let (msg_tag, body_len) = match decode_head(head, self.max_client_message) {
+            let (msg_tag, body_len) = match decode_head(head, self.max_message) {
                 Ok(h) => h,
                 Err(e) => break Some(RelayEnd::ClientProtocol(e)),
             };
@@ -102,11 +190,11 @@ impl RelayState {
             let head = MessageHead {
                 tag: msg_tag,
                 body_len,
-                first_byte: inbox.get(5).copied(),
+                first_byte: rest.get(5).copied(),
                 start: 0,
             };
             if msg_tag == tag::TERMINATE {
-                inbox.clear();
+                pos = src.len();
                 break Some(RelayEnd::ClientTerminated);
             }
             // Messages are taken whole when small, or when they must be rewritten and
@@ -131,7 +219,7 @@ impl RelayState {
             };
             if msg_tag == tag::BIND && !whole {
                 // Portal and statement names lie within the first bytes of the body.
-                let window = &inbox[5..inbox.len().min(total).min(5 + MAX_BIND_NAMES)];
+                let window = &rest[5..rest.len().min(total).min(5 + MAX_BIND_NAMES)];
                 let mut nuls = window
                     .iter()
                     .enumerate()
@@ -149,88 +237,230 @@ impl RelayState {
                 let head_len = 5 + p2 + 1;
                 let (portal, statement) = (&window[..p1], &window[p1 + 1..p2]);
                 let rest_len = total - head_len;
-                if let Err(e) =
-                    rewriter.bind_head(&inbox[..head_len], portal, statement, rest_len, out)
+                match self
+                    .rewriter
+                    .bind_head(portal, statement, rest_len, self.out)
                 {
-                    break Some(RelayEnd::ClientProtocol(e));
+                    Ok(Pass::Untouched) => {
+                        self.pass(&rest[..head_len], &mut untouched, pos + head_len)
+                    }
+                    Ok(Pass::Rewritten) => Self::stop_passing(&mut untouched, pos),
+                    Err(e) => break Some(RelayEnd::ClientProtocol(e)),
                 }
-                inbox.advance(head_len);
-                self.client_stream_left = rest_len;
+                pos += head_len;
+                *self.stream_left = rest_len;
                 continue;
             }
-            if whole {
-                if inbox.len() < total {
-                    break None;
-                }
-                if touches_only_named_statements(msg_tag, &inbox[5..total]) {
-                    self.tracker.on_portable_message();
-                } else {
-                    self.tracker.on_client_message(&head);
-                }
-                // Borrowed, then advanced past: splitting would share (and allocate).
-                let raw = &inbox[..total];
-                let frame = Frame {
-                    tag: msg_tag,
-                    body: &raw[5..],
-                };
-                // Most SQL holds none of the words that matter: skip decoding it.
-                let worth_a_look =
-                    matches!(msg_tag, tag::QUERY | tag::PARSE) && might_touch_session(frame.body);
-                let sql = match msg_tag {
-                    _ if !worth_a_look => None,
-                    tag::QUERY => pgwire::frontend::decode_query(frame.body).ok(),
-                    tag::PARSE => pgwire::frontend::decode_parse_head(frame.body)
-                        .ok()
-                        .map(|(_, q)| q),
-                    _ => None,
-                };
-                let mut barrier = false;
-                if let Some(sql) = sql {
-                    let h = session_hints(sql);
-                    self.hints.settings |= h.settings;
-                    self.hints.pin |= h.pin;
-                    barrier = msg_tag == tag::QUERY && may_drop_statements(sql);
-                }
-                let rewritten = rewriter.on_client_message(frame, raw, out, &mut answers);
-                inbox.advance(total);
-                if let Err(e) = rewritten {
-                    break Some(RelayEnd::ClientProtocol(e));
-                }
-                if barrier {
-                    // What follows may depend on statements this query drops: wait for
-                    // its outcome before deciding (`poll_run` resumes when it is answered).
-                    self.barrier = true;
-                    break None;
-                }
-            } else {
+            if !whole {
                 if matches!(msg_tag, tag::QUERY | tag::PARSE) {
                     // Too long to look at whole: assume the worst about settings.
                     self.hints.settings = true;
                 }
                 self.tracker.on_client_message(&head);
-                rewriter.note_streamed(msg_tag);
-                self.client_stream_left = total;
+                self.rewriter.note_streamed(msg_tag);
+                *self.stream_left = total;
+                continue;
+            }
+            let Some(raw) = rest.get(..total) else {
+                break None;
+            };
+            let frame = Frame {
+                tag: msg_tag,
+                body: &raw[5..],
+            };
+            if touches_only_named_statements(msg_tag, frame.body) {
+                self.tracker.on_portable_message();
+            } else {
+                self.tracker.on_client_message(&head);
+            }
+            // Most SQL holds none of the words that matter: skip decoding it.
+            let worth_a_look =
+                matches!(msg_tag, tag::QUERY | tag::PARSE) && might_touch_session(frame.body);
+            let sql = match msg_tag {
+                _ if !worth_a_look => None,
+                tag::QUERY => pgwire::frontend::decode_query(frame.body).ok(),
+                tag::PARSE => pgwire::frontend::decode_parse_head(frame.body)
+                    .ok()
+                    .map(|(_, q)| q),
+                _ => None,
+            };
+            let mut barrier = false;
+            if let Some(sql) = sql {
+                let h = session_hints(sql);
+                self.hints.settings |= h.settings;
+                self.hints.pin |= h.pin;
+                barrier = msg_tag == tag::QUERY && may_drop_statements(sql);
+            }
+            match self
+                .rewriter
+                .on_client_message(frame, barrier, self.out, &mut self.answers)
+            {
+                Ok(Pass::Untouched) => self.pass(raw, &mut untouched, pos + total),
+                Ok(Pass::Rewritten) => Self::stop_passing(&mut untouched, pos),
+                Err(e) => {
+                    pos += total;
+                    break Some(RelayEnd::ClientProtocol(e));
+                }
+            }
+            pos += total;
+            if barrier {
+                // What follows may depend on statements this query drops: wait for
+                // its outcome before deciding (`poll_run` resumes when it is answered).
+                *self.barrier = true;
+                break None;
             }
         };
-        if !answers.is_empty() {
-            self.hold_or_send_answers(&answers);
+        Cut {
+            used: pos,
+            untouched: untouched.len,
+            end,
         }
-        if matches!(end, Some(RelayEnd::ClientProtocol(_))) {
-            self.client_inbox.clear();
-        }
-        end
     }
 
-    /// Sends answers owed to the client now if the server stream is between
-    /// messages, else holds them until it is.
-    pub(super) fn hold_or_send_answers(&mut self, answers: &[u8]) {
-        if self.to_client.scanner.at_boundary()
-            && self.server_inbox.is_empty()
-            && self.held_answers.is_empty()
-        {
-            self.to_client.out.extend_from_slice(answers);
+    /// Bytes that go to the server as they are, ending at `upto` in the source.
+    fn pass(&mut self, bytes: &[u8], untouched: &mut Untouched, upto: usize) {
+        if untouched.passing {
+            untouched.len = upto;
         } else {
-            self.held_answers.extend_from_slice(answers);
+            self.out.extend_from_slice(bytes);
         }
+    }
+
+    /// The pooler rewrote the message at `at`: from there on, what passes is copied
+    /// after the rewritten bytes, to keep the order.
+    fn stop_passing(untouched: &mut Untouched, at: usize) {
+        debug_assert!(!untouched.passing || untouched.len == at);
+        untouched.passing = false;
+    }
+}
+
+/// The untouched prefix of a source being cut in place.
+struct Untouched {
+    /// Leading bytes of the source that leave from it as they are.
+    len: usize,
+    /// Every byte taken so far passed untouched: the prefix still grows.
+    passing: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::responses::ResponsePlan;
+    use crate::client::statements::{ClientStatements, ServerStatements};
+    use pgwire::frontend;
+
+    struct Parts {
+        tracker: TxnTracker,
+        hints: SessionHints,
+        barrier: bool,
+        stream_left: usize,
+        out: BytesMut,
+        client: ClientStatements,
+        server: ServerStatements,
+        plan: ResponsePlan,
+    }
+
+    impl Parts {
+        fn new() -> Self {
+            Self {
+                tracker: TxnTracker::default(),
+                hints: SessionHints::default(),
+                barrier: false,
+                stream_left: 0,
+                out: BytesMut::new(),
+                client: ClientStatements::default(),
+                server: ServerStatements::new(16),
+                plan: ResponsePlan::default(),
+            }
+        }
+
+        fn cut(&mut self, src: &[u8], in_place: bool) -> (Cut, Vec<u8>) {
+            let mut cutter = Cutter {
+                tracker: &mut self.tracker,
+                hints: &mut self.hints,
+                barrier: &mut self.barrier,
+                stream_left: &mut self.stream_left,
+                out: &mut self.out,
+                max_message: 1 << 20,
+                rewriter: Rewriter {
+                    client: &mut self.client,
+                    server: &mut self.server,
+                    plan: &mut self.plan,
+                },
+                answers: Vec::new(),
+            };
+            let cut = cutter.cut(src, in_place);
+            (cut, cutter.answers)
+        }
+    }
+
+    #[test]
+    fn untouched_messages_stay_where_they_were_read() {
+        let mut src = BytesMut::new();
+        frontend::parse("", "SELECT $1", &mut src);
+        frontend::bind_text("", "", &[Some("1")], &mut src);
+        frontend::execute("", 0, &mut src);
+        frontend::sync(&mut src);
+        frontend::query("SELECT 1", &mut src);
+        let mut parts = Parts::new();
+        let (cut, answers) = parts.cut(&src, true);
+        assert_eq!((cut.used, cut.untouched), (src.len(), src.len()));
+        assert!(cut.end.is_none() && answers.is_empty());
+        assert!(parts.out.is_empty(), "nothing copied");
+    }
+
+    #[test]
+    fn after_a_rewrite_the_rest_is_copied_in_order() {
+        let mut first = BytesMut::new();
+        frontend::query("SELECT 1", &mut first);
+        let mut named = BytesMut::new();
+        frontend::parse("s1", "SELECT 2", &mut named);
+        let mut last = BytesMut::new();
+        frontend::sync(&mut last);
+        frontend::query("SELECT 3", &mut last);
+        let src = [&first[..], &named[..], &last[..]].concat();
+        let mut parts = Parts::new();
+        let (cut, _) = parts.cut(&src, true);
+        assert_eq!(cut.used, src.len());
+        assert_eq!(
+            cut.untouched,
+            first.len(),
+            "only the first query leaves in place"
+        );
+        assert!(
+            parts.out.ends_with(&last),
+            "the messages after the rewritten Parse follow it"
+        );
+        assert!(!parts.out.starts_with(&named), "the Parse was renamed");
+
+        // Not in place, every byte is written to `out`.
+        let mut parts = Parts::new();
+        let (cut, _) = parts.cut(&src, false);
+        assert_eq!((cut.used, cut.untouched), (src.len(), 0));
+        assert!(parts.out.starts_with(&first) && parts.out.ends_with(&last));
+    }
+
+    #[test]
+    fn a_message_cut_short_waits() {
+        let mut src = BytesMut::new();
+        frontend::query("SELECT 1", &mut src);
+        let whole = src.len();
+        frontend::query("SELECT 2", &mut src);
+        let mut parts = Parts::new();
+        let (cut, _) = parts.cut(&src[..src.len() - 3], true);
+        assert_eq!((cut.used, cut.untouched), (whole, whole));
+        assert!(cut.end.is_none());
+    }
+
+    #[test]
+    fn terminate_ends_the_cut_and_what_came_before_still_goes() {
+        let mut src = BytesMut::new();
+        frontend::query("SELECT 1", &mut src);
+        let before = src.len();
+        src.extend_from_slice(&[tag::TERMINATE, 0, 0, 0, 4]);
+        let mut parts = Parts::new();
+        let (cut, _) = parts.cut(&src, true);
+        assert!(matches!(cut.end, Some(RelayEnd::ClientTerminated)));
+        assert_eq!((cut.used, cut.untouched), (src.len(), before));
     }
 }

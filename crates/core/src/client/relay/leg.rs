@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 
 use bytes::BytesMut;
 use pgwire::MessageScanner;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::AsyncWrite;
 
 use crate::bufpool::RelayBuf;
 use crate::stream::Stream;
@@ -107,10 +107,9 @@ impl Leg {
         from: &mut Stream,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<usize>> {
-        let mut rb = ReadBuf::new(self.buf.as_mut_slice());
-        match Pin::new(from).poll_read(cx, &mut rb) {
-            Poll::Ready(Ok(())) => {
-                let n = rb.filled().len();
+        self.buf.clear();
+        match tokio_util::io::poll_read_buf(Pin::new(from), cx, self.buf.bytes_mut()) {
+            Poll::Ready(Ok(n)) => {
                 self.start = 0;
                 self.end = n;
                 self.total_read += n as u64;
