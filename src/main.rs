@@ -222,10 +222,10 @@ async fn serve(args: Args, config: Config) -> anyhow::Result<()> {
                 }
                 if app.shutdown.is_cancelled() {
                     tracing::warn!("second stop signal: closing all clients now");
-                    app.force.cancel();
+                    app.force_close();
                 } else {
                     tracing::info!("stop signal received");
-                    app.shutdown.cancel();
+                    app.shut_down();
                 }
             }
         })

@@ -20,6 +20,7 @@ use crate::metrics::{Gauges, Labels, Row};
 use crate::secret::Secret;
 use crate::server::connect::{ServerCredential, ServerTarget};
 use crate::server::pool::{Pool, PoolLimits};
+use crate::signal::Beacon;
 use crate::tenants::{FileTenant, GoneReason, Signals, TenantEntry, Tenants, Upserted};
 use crate::tls::{self, TlsError};
 
@@ -40,10 +41,15 @@ pub struct App {
     pub cancels: CancelRegistry,
     /// A SCRAM secret no password matches, for unknown users.
     pub dummy_secret: ScramSecret,
-    /// Stop accepting; clients leave at their next idle point.
+    /// Stop accepting; clients leave at their next idle point. Fired by
+    /// [`App::shut_down`], which also stops the clients.
     pub shutdown: CancellationToken,
-    /// Close everything now (the shutdown timeout has passed).
+    /// Close everything now (the shutdown timeout has passed). Fired by
+    /// [`App::force_close`].
     pub force: CancellationToken,
+    /// The clients' side of `shutdown` and `force` (the tenants' signals derive
+    /// from these).
+    client_signals: Signals,
     pub tasks: TaskTracker,
 }
 
@@ -73,7 +79,8 @@ impl App {
         let dummy_secret = ScramSecret::from_password(&base64_of(&junk), &salt, 4096);
         let shutdown = CancellationToken::new();
         let force = CancellationToken::new();
-        let tenants = Tenants::new(Signals::new(shutdown.clone(), force.clone()));
+        let client_signals = Signals::new(Beacon::new(), Beacon::new());
+        let tenants = Tenants::new(client_signals.clone());
         tenants.replace_file_tenants(&config.tenants);
         Ok(Arc::new(Self {
             config: ArcSwap::from_pointee(config),
@@ -85,8 +92,21 @@ impl App {
             dummy_secret,
             shutdown,
             force,
+            client_signals,
             tasks: TaskTracker::new(),
         }))
+    }
+
+    /// Stops accepting clients; logged-in clients leave at their next idle point.
+    pub fn shut_down(&self) {
+        self.shutdown.cancel();
+        self.client_signals.stop.fire();
+    }
+
+    /// Ends every client now, mid-transaction or not (the shutdown timeout passed).
+    pub fn force_close(&self) {
+        self.force.cancel();
+        self.client_signals.kill.fire();
     }
 
     pub fn config(&self) -> Arc<Config> {

@@ -16,7 +16,6 @@ use std::time::Duration;
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::Notify;
 
 use crate::server::conn::BackendKey;
 
@@ -34,7 +33,9 @@ pub struct ClientKey {
     pub secret: u32,
 }
 
-/// Where a client's queries run right now.
+/// Where a client's queries run right now. Every logged-in client has one, so it
+/// is kept small: no wake-up list (a session waits for a cancel in flight, which
+/// is rare, by looking again every millisecond).
 #[derive(Debug)]
 pub struct CancelTarget {
     /// `host:port` of the client's upstream.
@@ -42,8 +43,10 @@ pub struct CancelTarget {
     /// The bound backend as `process_id << 32 | secret`, 0 when none is bound.
     backend: AtomicU64,
     in_flight: AtomicU32,
-    delivered: Notify,
 }
+
+/// How often a session looks whether the cancels in flight to its server are done.
+const CANCEL_DONE_POLL: Duration = Duration::from_millis(1);
 
 impl CancelTarget {
     /// Publishes the server a client has just bound.
@@ -59,12 +62,8 @@ impl CancelTarget {
             return;
         }
         let _ = tokio::time::timeout(CANCEL_DELIVERY_TIMEOUT, async {
-            loop {
-                let notified = self.delivered.notified();
-                if self.in_flight.load(Ordering::SeqCst) == 0 {
-                    return;
-                }
-                notified.await;
+            while self.in_flight.load(Ordering::SeqCst) != 0 {
+                tokio::time::sleep(CANCEL_DONE_POLL).await;
             }
         })
         .await;
@@ -98,7 +97,6 @@ impl CancelRegistry {
             upstream,
             backend: AtomicU64::new(0),
             in_flight: AtomicU32::new(0),
-            delivered: Notify::new(),
         });
         loop {
             let mut raw = [0u8; 8];
@@ -156,7 +154,6 @@ impl CancelRegistry {
             }
         }
         target.in_flight.fetch_sub(1, Ordering::SeqCst);
-        target.delivered.notify_waiters();
     }
 }
 

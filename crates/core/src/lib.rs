@@ -19,6 +19,7 @@ pub mod params;
 pub mod router;
 pub mod secret;
 pub mod server;
+pub mod signal;
 pub mod sql_hint;
 pub mod stream;
 pub mod tenants;
@@ -41,7 +42,7 @@ pub async fn run(app: Arc<App>) -> std::io::Result<()> {
     let grace = app.config().server.shutdown_timeout;
     if tokio::time::timeout(grace, app.tasks.wait()).await.is_err() {
         tracing::warn!("shutdown timeout reached; closing remaining clients");
-        app.force.cancel();
+        app.force_close();
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), app.tasks.wait()).await;
     }
     app.close_pools();

@@ -17,8 +17,12 @@ pub async fn accept_loop(app: Arc<App>, listener: TcpListener) {
         };
         match accepted {
             Ok((tcp, peer)) => {
-                let app2 = app.clone();
-                app.tasks.spawn(session::serve(app2, tcp, peer));
+                let accepted = Box::new(session::Accepted {
+                    app: app.clone(),
+                    tcp,
+                    peer,
+                });
+                app.tasks.spawn(session::serve(accepted));
             }
             Err(e) => {
                 // Out of file descriptors or similar: back off instead of spinning.

@@ -63,6 +63,16 @@ impl ParamValues {
         }
     }
 
+    /// Where a value equals `other`'s, shares `other`'s string (so later compares
+    /// are a pointer compare and the copy is freed).
+    pub fn share_equal(&mut self, other: &Self) {
+        for (mine, theirs) in self.0.iter_mut().zip(&other.0) {
+            if mine.is_some() && *mine == *theirs {
+                mine.clone_from(theirs);
+            }
+        }
+    }
+
     /// True when no value is known.
     pub fn is_empty(&self) -> bool {
         self.0.iter().all(Option::is_none)
@@ -81,7 +91,10 @@ impl ParamValues {
                 } else {
                     value
                 };
-                self.0[i] = Some(value.into());
+                // An equal value keeps the shared string: no copy per client.
+                if self.0[i].as_deref() != Some(value) {
+                    self.0[i] = Some(value.into());
+                }
             }
         }
     }
@@ -102,7 +115,10 @@ impl ParamValues {
         let mut sql = String::new();
         for (i, (want, have)) in self.0.iter().zip(&current.0).enumerate() {
             if let Some(want) = want {
-                if have.as_deref() != Some(want) {
+                let same = have
+                    .as_ref()
+                    .is_some_and(|have| Arc::ptr_eq(have, want) || have == want);
+                if !same {
                     sql.push_str("SET ");
                     sql.push_str(TRACKED[i]);
                     sql.push_str(" TO ");
@@ -124,6 +140,9 @@ pub struct SessionSettings(std::collections::BTreeMap<Box<str>, Box<str>>);
 /// The query that reads a connection's session-level settings.
 pub const READ_SESSION_SETTINGS: &str =
     "SELECT name, setting FROM pg_catalog.pg_settings WHERE source = 'session'";
+
+/// No settings (what a client that set none compares with).
+pub static NO_SETTINGS: SessionSettings = SessionSettings(std::collections::BTreeMap::new());
 
 impl SessionSettings {
     /// Builds the settings from rows of [`READ_SESSION_SETTINGS`], leaving out the

@@ -90,8 +90,8 @@ fn tenant_option(options: &str) -> Option<&str> {
 mod tests {
     use super::*;
     use crate::config::Config;
+    use crate::signal::Beacon;
     use crate::tenants::{Signals, Tenants};
-    use tokio_util::sync::CancellationToken;
 
     fn config() -> Tenants {
         let c = Config::from_toml(
@@ -121,10 +121,7 @@ mod tests {
             "#,
         )
         .unwrap();
-        let t = Tenants::new(Signals::new(
-            CancellationToken::new(),
-            CancellationToken::new(),
-        ));
+        let t = Tenants::new(Signals::new(Beacon::new(), Beacon::new()));
         t.replace_file_tenants(&c.tenants);
         t
     }

@@ -36,12 +36,12 @@ impl Stream {
         }
     }
 
-    /// Waits until reading would not block, without taking a buffer. A TLS stream may
-    /// hold decrypted bytes already, so it reports ready at once.
-    pub async fn readable(&self) -> io::Result<()> {
+    /// Ready when reading would not block, without taking a buffer or keeping any
+    /// state. A TLS stream may hold decrypted bytes already, so it is ready at once.
+    pub fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self {
-            Self::Plain(s) => s.readable().await,
-            _ => Ok(()),
+            Self::Plain(s) => s.poll_read_ready(cx),
+            _ => Poll::Ready(Ok(())),
         }
     }
 }

@@ -9,10 +9,9 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use tokio_util::sync::CancellationToken;
-
 use crate::config::Tenant;
 use crate::metrics::UserStats;
+use crate::signal::Beacon;
 
 /// Where a tenant's settings come from, and so where they are changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,19 +59,19 @@ pub struct TenantLive {
 /// Idle clients stop when `stop` fires; clients mid-transaction when `kill` fires.
 #[derive(Clone)]
 pub struct Signals {
-    pub stop: CancellationToken,
-    pub kill: CancellationToken,
+    pub stop: Arc<Beacon>,
+    pub kill: Arc<Beacon>,
 }
 
 impl Signals {
-    pub fn new(stop: CancellationToken, kill: CancellationToken) -> Self {
+    pub fn new(stop: Arc<Beacon>, kill: Arc<Beacon>) -> Self {
         Self { stop, kill }
     }
 
     fn children(&self) -> Self {
         Self {
-            stop: self.stop.child_token(),
-            kill: self.kill.child_token(),
+            stop: self.stop.child(),
+            kill: self.kill.child(),
         }
     }
 }
@@ -190,8 +189,8 @@ impl TenantLive {
             let mut signals = self.signals.lock().unwrap_or_else(|e| e.into_inner());
             std::mem::replace(&mut *signals, self.parent.children())
         };
-        old.stop.cancel();
-        old.kill.cancel();
+        old.stop.fire();
+        old.kill.fire();
     }
 
     /// Why the clients were last sent away, if they were.

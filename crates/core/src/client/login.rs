@@ -25,6 +25,7 @@ use crate::router::route;
 use crate::server::connect::ConnectError;
 use crate::server::pool::{CheckoutError, Lease};
 use crate::server::reset::{run_discarding, QueryOutcome};
+use crate::signal::Watch;
 use crate::stream::Stream;
 use crate::tenants::AdmitError;
 
@@ -103,7 +104,7 @@ pub(super) fn client_error_of(e: CheckoutError) -> ClientError {
 /// server's canonical spelling of them. A value the server refuses is the client's
 /// error, as it would be on a direct connection.
 pub(super) async fn sync_params(
-    wanted: &mut ParamValues,
+    wanted: &mut Arc<ParamValues>,
     settings: &SessionSettings,
     lease: &mut Lease,
 ) -> Result<(), ClientError> {
@@ -117,7 +118,7 @@ pub(super) async fn sync_params(
     };
     match run_discarding(&mut lease.conn, &sql).await {
         QueryOutcome::Ready(TransactionStatus::Idle) => {
-            wanted.apply(&lease.conn.current);
+            Arc::make_mut(wanted).apply(&lease.conn.current);
             lease.conn.settings.clone_from(settings);
             Ok(())
         }
@@ -336,6 +337,7 @@ pub(super) async fn login(
         None => ParamValues::from_reported(&server_params),
     };
     wanted.overlay_startup(startup());
+    let mut wanted = Arc::new(wanted);
     if let Some(l) = lease.as_mut() {
         if let Err(e) = sync_params(&mut wanted, &SessionSettings::default(), l).await {
             send_fatal(&mut stream, &e).await;
@@ -354,13 +356,16 @@ pub(super) async fn login(
     }
     backend::backend_key_data(cancel_key.process_id, cancel_key.secret, &mut out);
     backend::ready_for_query(TransactionStatus::Idle, &mut out);
+    let signals = route.entry.live.signals();
+    let wanted = pool.share_wanted(Arc::unwrap_or_clone(wanted));
     let mut session = Session {
         app: app.clone(),
         stream,
         pool,
         tenant: tenant.clone(),
         user: user.clone(),
-        signals: route.entry.live.signals(),
+        stop: Watch::new(signals.stop),
+        kill: Watch::new(signals.kill),
         idle_sleep: None,
         cancel_key,
         cancel,
@@ -368,9 +373,8 @@ pub(super) async fn login(
         wanted,
         statements: (user.mode == PoolMode::Transaction && config.pool.max_prepared_statements > 0)
             .then(ClientStatements::default),
-        settings: SessionSettings::default(),
-        notifications: None,
-        notification_sink: None,
+        settings: None,
+        listening: None,
         slot,
     };
     if send(&mut session.stream, &mut out).await.is_err() {

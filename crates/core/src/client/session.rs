@@ -20,12 +20,13 @@ use crate::cancel::{CancelTarget, ClientKey};
 use crate::config::User;
 use crate::error::ClientError;
 use crate::framed::send;
-use crate::params::{ParamValues, SessionSettings, READ_SESSION_SETTINGS};
+use crate::params::{ParamValues, SessionSettings, NO_SETTINGS, READ_SESSION_SETTINGS};
 use crate::server::pool::{CheckoutError, Lease, Pool};
 use crate::server::reset::{clean, run_collect_pairs};
+use crate::signal::Watch;
 use crate::sql_hint::{listen_command, ListenCommand};
 use crate::stream::Stream;
-use crate::tenants::{ClientSlot, GoneReason, Signals};
+use crate::tenants::{ClientSlot, GoneReason};
 
 /// A logged-in client.
 pub(super) struct Session {
@@ -38,25 +39,35 @@ pub(super) struct Session {
     pub(super) cancel_key: ClientKey,
     pub(super) cancel: Arc<CancelTarget>,
     pub(super) max_message: usize,
-    /// Session parameters this client has set (at startup or with SET).
-    pub(super) wanted: ParamValues,
+    /// Session parameters this client has set (at startup or with SET); shared
+    /// with other clients that want the same, copied on write.
+    pub(super) wanted: Arc<ParamValues>,
     /// Named prepared statements of this client, when tracked (transaction mode).
     pub(super) statements: Option<ClientStatements>,
-    /// Unreported session settings this client has set (transaction mode).
-    pub(super) settings: SessionSettings,
-    /// Notifications for this client's LISTENs (transaction mode), once it listens.
-    pub(super) notifications: Option<crate::listen::Inbox>,
-    pub(super) notification_sink: Option<tokio::sync::mpsc::Sender<bytes::Bytes>>,
-    /// This client's tenant's signals: `stop` ends it when idle, `kill` at once.
-    pub(super) signals: Signals,
+    /// Unreported session settings this client has set (transaction mode), if any.
+    pub(super) settings: Option<Box<SessionSettings>>,
+    /// Where this client's notifications arrive, once it LISTENs (transaction mode).
+    pub(super) listening: Option<Box<Listening>>,
+    /// This client's watch on its tenant's `stop` signal (ends it when idle).
+    pub(super) stop: Watch,
+    /// ... and on `kill` (ends it at once, mid-transaction too).
+    pub(super) kill: Watch,
     /// The tenant's client_idle_timeout timer, reused across waits (none when off).
     pub(super) idle_sleep: Option<Pin<Box<tokio::time::Sleep>>>,
     /// This client's place in its tenant's and user's counts.
     pub(super) slot: ClientSlot,
 }
 
+/// The notifications of a transaction-mode client that LISTENs.
+pub(super) struct Listening {
+    inbox: crate::listen::Inbox,
+    sink: tokio::sync::mpsc::Sender<bytes::Bytes>,
+}
+
 /// What woke an idle transaction-mode client.
 enum Event {
+    /// The client's socket failed.
+    Closed,
     Shutdown,
     IdleTimeout,
     Notification(bytes::Bytes),
@@ -68,25 +79,6 @@ enum Event {
 enum Flow {
     Continue,
     Stop,
-}
-
-/// The next notification, or never when the client listens to nothing.
-async fn next_notification(inbox: &mut Option<crate::listen::Inbox>) -> bytes::Bytes {
-    match inbox {
-        Some(rx) => match rx.recv().await {
-            Some(n) => n,
-            None => std::future::pending().await,
-        },
-        None => std::future::pending().await,
-    }
-}
-
-/// Waits out the idle timer, or forever when there is none.
-async fn idle_expiry(sleep: &mut Option<Pin<Box<tokio::time::Sleep>>>) {
-    match sleep {
-        Some(s) => s.as_mut().await,
-        None => std::future::pending().await,
-    }
 }
 
 /// How long a client cut off mid-transaction is given to take what it is owed.
@@ -115,16 +107,34 @@ fn lone_listen(bytes: &[u8]) -> Option<ListenCommand> {
     listen_command(pgwire::frontend::decode_query(frame.body).ok()?)
 }
 
-/// Serves one accepted client connection to its end.
-pub async fn serve(app: Arc<App>, tcp: TcpStream, peer: SocketAddr) {
-    let _ = tcp.set_nodelay(true);
+/// A client connection just accepted.
+pub struct Accepted {
+    pub app: Arc<App>,
+    pub tcp: TcpStream,
+    pub peer: SocketAddr,
+}
+
+/// Serves one accepted client connection to its end. The connection comes boxed:
+/// a future keeps its arguments for its whole life, and this one lives as long
+/// as the client.
+pub async fn serve(accepted: Box<Accepted>) {
     // Login state (SCRAM, buffers) lives on the heap only while logging in.
-    let Some((mut session, pinned)) = Box::pin(login(&app, tcp, peer)).await else {
+    let login = Box::pin(async move {
+        let Accepted { app, tcp, peer } = *accepted;
+        let _ = tcp.set_nodelay(true);
+        login(&app, tcp, peer).await
+    });
+    let Some((mut session, pinned)) = login.await else {
         return;
     };
-    let key = session.cancel_key;
-    session.run(pinned).await;
-    app.cancels.unregister(key);
+    match pinned {
+        Some(lease) => Box::pin(session.run_session(*lease)).await,
+        None => session.run_transactions().await,
+    }
+    if let Some(hub) = session.pool.listen_hub.get() {
+        hub.unlisten_all(session.client_id());
+    }
+    session.app.cancels.unregister(session.cancel_key);
 }
 
 impl Session {
@@ -132,9 +142,7 @@ impl Session {
     /// (new upstream or credentials): then the client moves to the new one.
     async fn checkout(&mut self) -> Result<Lease, ClientError> {
         match self.pool.checkout().await {
-            Err(CheckoutError::Closed) if self.signals.stop.is_cancelled() => {
-                return Err(self.gone_error())
-            }
+            Err(CheckoutError::Closed) if self.stop.is_fired() => return Err(self.gone_error()),
             Err(CheckoutError::Closed) if !self.app.shutdown.is_cancelled() => {}
             other => return other.map_err(client_error_of),
         }
@@ -170,16 +178,6 @@ impl Session {
         self.pool.checkout().await.map_err(client_error_of)
     }
 
-    async fn run(&mut self, pinned: Option<Box<Lease>>) {
-        match pinned {
-            Some(lease) => Box::pin(self.run_session(*lease)).await,
-            None => self.run_transactions().await,
-        }
-        if let Some(hub) = self.pool.listen_hub.get() {
-            hub.unlisten_all(self.client_id());
-        }
-    }
-
     /// What a client sent away by its signals is told.
     fn gone_error(&self) -> ClientError {
         if self.app.shutdown.is_cancelled() {
@@ -204,7 +202,7 @@ impl Session {
     /// shutdown timeout) is told why, when that cannot break a message in half.
     /// Returns whether the client was cut off.
     async fn tell_if_killed(&mut self, relay: &mut RelayState) -> bool {
-        if !self.signals.kill.is_cancelled() {
+        if !self.kill.is_fired() {
             return false;
         }
         // Whole messages still owed to the client go first (briefly: a client
@@ -233,13 +231,16 @@ impl Session {
         let mut out = BytesMut::with_capacity(64);
         match command {
             ListenCommand::Listen(channel) => {
-                let sink = match &self.notification_sink {
-                    Some(s) => s.clone(),
+                let sink = match &self.listening {
+                    Some(l) => l.sink.clone(),
                     None => {
-                        let (tx, rx) = tokio::sync::mpsc::channel(crate::listen::CLIENT_QUEUE);
-                        self.notifications = Some(rx);
-                        self.notification_sink = Some(tx.clone());
-                        tx
+                        let (sink, inbox) = tokio::sync::mpsc::channel(crate::listen::CLIENT_QUEUE);
+                        let listening = Listening {
+                            inbox,
+                            sink: sink.clone(),
+                        };
+                        self.listening = Some(Box::new(listening));
+                        sink
                     }
                 };
                 let wait = self.pool.limits().connect_timeout + std::time::Duration::from_secs(5);
@@ -283,35 +284,57 @@ impl Session {
             } else if let Some(limit) = self.tenant.client_idle_timeout {
                 self.idle_sleep = Some(Box::pin(tokio::time::sleep(limit)));
             }
-            // Only the wait is inline in the client's task; everything else runs
-            // boxed, so an idle client costs little memory.
-            let event = tokio::select! {
-                biased;
-                _ = self.signals.stop.cancelled() => Event::Shutdown,
-                _ = idle_expiry(&mut self.idle_sleep) => Event::IdleTimeout,
-                n = next_notification(&mut self.notifications) => Event::Notification(n),
-                r = self.stream.readable() => match r {
-                    Ok(()) => Event::Readable,
-                    Err(_) => return,
-                },
-            };
-            let flow = match event {
-                Event::Shutdown => {
-                    let e = self.gone_error();
-                    Box::pin(send_fatal(&mut self.stream, &e)).await;
-                    Flow::Stop
-                }
-                Event::IdleTimeout => {
-                    Box::pin(send_fatal(&mut self.stream, &ClientError::IdleTimeout)).await;
-                    Flow::Stop
-                }
-                // Delivered between transactions, as Postgres does.
-                Event::Notification(n) => Box::pin(self.notify(n)).await,
-                Event::Readable => Box::pin(self.transaction()).await,
-            };
-            if flow == Flow::Stop {
+            // Only the wait is inline in the client's task, and it keeps no state of
+            // its own; everything else runs boxed, so an idle client costs little
+            // memory.
+            let event = std::future::poll_fn(|cx| self.poll_idle(cx)).await;
+            if Box::pin(self.handle(event)).await == Flow::Stop {
                 return;
             }
+        }
+    }
+
+    /// Acts on what woke an idle client.
+    async fn handle(&mut self, event: Event) -> Flow {
+        match event {
+            Event::Closed => Flow::Stop,
+            Event::Shutdown => {
+                let e = self.gone_error();
+                send_fatal(&mut self.stream, &e).await;
+                Flow::Stop
+            }
+            Event::IdleTimeout => {
+                send_fatal(&mut self.stream, &ClientError::IdleTimeout).await;
+                Flow::Stop
+            }
+            // Delivered between transactions, as Postgres does.
+            Event::Notification(n) => self.notify(n).await,
+            Event::Readable => self.transaction().await,
+        }
+    }
+
+    /// What ends an idle wait, in this order: the stop signal, the idle timer, a
+    /// notification, bytes from the client.
+    fn poll_idle(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Event> {
+        use std::task::Poll;
+        if self.stop.poll_fired(cx).is_ready() {
+            return Poll::Ready(Event::Shutdown);
+        }
+        if let Some(sleep) = self.idle_sleep.as_mut() {
+            if std::future::Future::poll(sleep.as_mut(), cx).is_ready() {
+                return Poll::Ready(Event::IdleTimeout);
+            }
+        }
+        if let Some(listening) = self.listening.as_mut() {
+            // A closed inbox (its hub gone) has nothing more to deliver.
+            if let Poll::Ready(Some(n)) = listening.inbox.poll_recv(cx) {
+                return Poll::Ready(Event::Notification(n));
+            }
+        }
+        match self.stream.poll_read_ready(cx) {
+            Poll::Ready(Ok(())) => Poll::Ready(Event::Readable),
+            Poll::Ready(Err(_)) => Poll::Ready(Event::Closed),
+            Poll::Pending => Poll::Pending,
         }
     }
 
@@ -349,7 +372,8 @@ impl Session {
                 return Flow::Stop;
             }
         };
-        if let Err(e) = sync_params(&mut self.wanted, &self.settings, &mut lease).await {
+        let settings = self.settings.as_deref().unwrap_or(&NO_SETTINGS);
+        if let Err(e) = sync_params(&mut self.wanted, settings, &mut lease).await {
             tracing::warn!(pool = %self.pool.name, error = %e, "cannot apply the client's settings");
             self.pool.discard(lease);
             send_fatal(&mut self.stream, &e).await;
@@ -367,12 +391,14 @@ impl Session {
                 }),
                 RelayUntil::TransactionEnd,
             ) => end,
-            _ = self.signals.kill.cancelled() => RelayEnd::ClientIo(std::io::ErrorKind::TimedOut.into()),
+            _ = self.kill.fired() => RelayEnd::ClientIo(std::io::ErrorKind::TimedOut.into()),
         };
         self.count_work(&relay, &mut lease, started);
         let killed = self.tell_if_killed(&mut relay).await;
         self.cancel.unbind().await;
-        self.wanted.apply(&relay.param_changes);
+        if !relay.param_changes.is_empty() {
+            Arc::make_mut(&mut self.wanted).apply(&relay.param_changes);
+        }
         lease.conn.current.apply(&relay.param_changes);
         if killed || !matches!(end, RelayEnd::Idle) {
             self.finish(lease, &mut relay, end, None).await;
@@ -388,8 +414,9 @@ impl Session {
         if relay.hints.settings {
             match run_collect_pairs(&mut lease.conn, READ_SESSION_SETTINGS).await {
                 Some(rows) => {
-                    self.settings = SessionSettings::from_rows(rows);
-                    lease.conn.settings.clone_from(&self.settings);
+                    let settings = SessionSettings::from_rows(rows);
+                    lease.conn.settings.clone_from(&settings);
+                    self.settings = (!settings.is_empty()).then(|| Box::new(settings));
                 }
                 None => {
                     self.pool.discard(lease);
@@ -422,18 +449,17 @@ impl Session {
         let mut moved = relay.bytes_moved();
         let mut idle_out = false;
         let end = loop {
-            let shutdown = self.signals.stop.clone();
             let statements = self.statements.as_mut().map(|client| StatementCtx {
                 client,
                 server: &mut lease.conn.statements,
             });
             let end = tokio::select! {
                 end = relay.run(&mut self.stream, &mut lease.conn.stream, statements, until) => end,
-                _ = shutdown.cancelled(), if until == RelayUntil::ClientLeaves => {
+                _ = self.stop.fired(), if until == RelayUntil::ClientLeaves => {
                     until = RelayUntil::TransactionEnd;
                     continue;
                 }
-                _ = self.signals.kill.cancelled() => RelayEnd::ClientIo(std::io::ErrorKind::TimedOut.into()),
+                _ = self.kill.fired() => RelayEnd::ClientIo(std::io::ErrorKind::TimedOut.into()),
                 _ = sleep_for(idle_limit) => {
                     let now = relay.bytes_moved();
                     if now == moved && relay.tracker.is_idle() {
@@ -530,7 +556,7 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
         let (tcp, peer) = listener.accept().await.unwrap();
-        let future = serve(app, tcp, peer);
+        let future = serve(Box::new(Accepted { app, tcp, peer }));
         let size = std::mem::size_of_val(&future);
         eprintln!(
             "client future: {size} bytes; Session {} Stream {} ParamValues {} SessionSettings {} Lease {} RelayState {}",
@@ -541,6 +567,6 @@ mod tests {
             std::mem::size_of::<Lease>(),
             std::mem::size_of::<RelayState>(),
         );
-        assert!(size <= 1024, "client future is {size} bytes");
+        assert!(size <= 400, "client future is {size} bytes");
     }
 }

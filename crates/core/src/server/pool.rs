@@ -56,10 +56,15 @@ pub struct Pool {
     pub upstream_addr: Arc<str>,
     /// Tracked parameter values of a fresh server connection, shared by clients.
     default_values: ArcSwapOption<ParamValues>,
+    /// The values the last client to log in wanted: clients that want the same
+    /// (every client of one application, as a rule) share one copy.
+    last_wanted: Mutex<Option<Arc<ParamValues>>>,
     target: ServerTarget,
     limits: arc_swap::ArcSwap<PoolLimits>,
     permits: Arc<Semaphore>,
-    idle: Mutex<Vec<ServerConn>>,
+    /// Boxed, so that lending and taking back moves a pointer, not the connection.
+    #[expect(clippy::vec_box, reason = "a lease moves a pointer, not 300 bytes")]
+    idle: Mutex<Vec<Box<ServerConn>>>,
     /// ParameterStatus set of the last server connection opened.
     params: ArcSwapOption<Vec<(String, String)>>,
     next_id: AtomicU64,
@@ -75,7 +80,7 @@ pub struct Pool {
 /// A server connection lent to a client; give it back with [`Pool::release`] or
 /// [`Pool::discard`]. Dropping it without either closes the connection.
 pub struct Lease {
-    pub conn: ServerConn,
+    pub conn: Box<ServerConn>,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -90,6 +95,7 @@ impl Pool {
             name,
             upstream_addr: format!("{}:{}", target.host, target.port).into(),
             default_values: ArcSwapOption::empty(),
+            last_wanted: Mutex::new(None),
             target,
             permits: Arc::new(Semaphore::new(limits.size as usize)),
             limits: arc_swap::ArcSwap::from_pointee(limits),
@@ -116,6 +122,19 @@ impl Pool {
         self.default_values.load_full()
     }
 
+    /// A shared copy of `wanted`: the one the previous login made if equal.
+    pub fn share_wanted(&self, wanted: ParamValues) -> Arc<ParamValues> {
+        let mut last = self.last_wanted.lock().unwrap_or_else(|e| e.into_inner());
+        match &*last {
+            Some(shared) if **shared == wanted => shared.clone(),
+            _ => {
+                let shared = Arc::new(wanted);
+                *last = Some(shared.clone());
+                shared
+            }
+        }
+    }
+
     /// ParameterStatus values of this pool's server, once a connection has been opened.
     pub fn server_params(&self) -> Option<Arc<Vec<(String, String)>>> {
         self.params.load_full()
@@ -134,7 +153,8 @@ impl Pool {
         (open.saturating_sub(lent), lent, waiting)
     }
 
-    fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<ServerConn>> {
+    #[expect(clippy::vec_box, reason = "see `idle`")]
+    fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<Box<ServerConn>>> {
         self.idle.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -179,7 +199,7 @@ impl Pool {
         })
     }
 
-    async fn open(&self) -> Result<ServerConn, ConnectError> {
+    async fn open(&self) -> Result<Box<ServerConn>, ConnectError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let limits = self.limits.load();
         match connect(&self.target, id, limits.connect_timeout).await {
@@ -187,10 +207,16 @@ impl Pool {
                 conn.statements = ServerStatements::new(limits.max_prepared_statements as usize);
                 self.stats.connections.fetch_add(1, Ordering::Relaxed);
                 self.params.store(Some(conn.params.clone()));
-                self.default_values
-                    .store(Some(Arc::new(conn.current.clone())));
+                match self.default_values.load_full() {
+                    Some(defaults) if *defaults == conn.current => {
+                        conn.current.share_equal(&defaults)
+                    }
+                    _ => self
+                        .default_values
+                        .store(Some(Arc::new(conn.current.clone()))),
+                }
                 tracing::debug!(pool = %self.name, server = id, pid = conn.backend.process_id, "server connection opened");
-                Ok(conn)
+                Ok(Box::new(conn))
             }
             Err(e) => {
                 self.stats.connects_failed.fetch_add(1, Ordering::Relaxed);
@@ -219,7 +245,7 @@ impl Pool {
         self.close(conn);
     }
 
-    fn close(&self, conn: ServerConn) {
+    fn close(&self, conn: Box<ServerConn>) {
         self.stats.connections.fetch_sub(1, Ordering::Relaxed);
         tracing::debug!(pool = %self.name, server = conn.id, "server connection closed");
         // Best effort Terminate; a plain socket takes 5 bytes without blocking.
@@ -258,7 +284,7 @@ impl Pool {
     /// `min_idle`), then opens connections up to `min_idle`. Called periodically.
     pub async fn maintain(&self) {
         let limits = self.limits.load_full();
-        let expired: Vec<ServerConn> = {
+        let expired: Vec<Box<ServerConn>> = {
             let mut idle = self.lock_idle();
             let mut expired = Vec::new();
             // The list is in release order: the least recently used come first.
