@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Instructions Tidepool executes per transaction, counted by valgrind's callgrind:
+# a stable figure for comparing two builds of the hot path, where CPU time on a
+# shared 2-core machine moves by 20% from run to run.
+#
+#   bash bench/callgrind.sh [BINARY] [-- PGBENCH MODE ARGS]
+#   bash bench/callgrind.sh target/release/tidepool -- -S -M extended
+#
+# Starts a throwaway PostgreSQL (pgbench scale 1) and the binary (default
+# target/release/tidepool, built if missing) under callgrind with
+# instrumentation off, warms it up, then counts two pgbench runs of 10 clients:
+# 200 and 1,200 transactions per client. The difference, divided by 10,000
+# transactions, leaves logins and start-up out. Prints instructions per
+# transaction and keeps the callgrind file (callgrind_annotate reads it) in the
+# output folder it names.
+#
+# A benchmark, not a test: nothing here asserts a count.
+set -euo pipefail
+
+BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=scripts/lib.sh
+source "$BENCH_DIR/../scripts/lib.sh"
+
+BINARY=""
+MODE=(-S)
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --) shift; MODE=("$@"); break ;;
+        -h | --help) sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) BINARY="$1" ;;
+    esac
+    shift
+done
+[ ${#MODE[@]} -gt 0 ] || MODE=(-S)
+
+tp_ensure_postgres
+tp_ensure_commands valgrind
+[ -n "$BINARY" ] || BINARY="$(tp_build_release)" || tp_die "release build failed"
+[ -x "$BINARY" ] || tp_die "$BINARY is not an executable"
+PGBENCH="$(tp_pg_tool pgbench)"
+
+OUT="$(mktemp -d "${TMPDIR:-/tmp}/tidepool-callgrind.XXXXXX")"
+VG_PID=""
+cleanup() {
+    if [ -n "$VG_PID" ]; then
+        kill -TERM "$VG_PID" 2>/dev/null || true
+        wait "$VG_PID" 2>/dev/null || true
+    fi
+    tp_pg_stop
+}
+trap cleanup EXIT
+
+tp_pg_start
+tp_pg_create_user_db bench benchpass bench
+PGPASSWORD=benchpass timeout 300 "$PGBENCH" -i -s 1 -q -h 127.0.0.1 -p "$TP_PG_PORT" -U bench bench \
+    >"$OUT/init.txt" 2>&1 || tp_die "pgbench -i failed (see $OUT/init.txt)"
+
+PORT="$(tp_free_port)"
+valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$OUT/callgrind.out" \
+    "$BINARY" --listen "127.0.0.1:$PORT" \
+    --upstream "postgres://bench:benchpass@127.0.0.1:$TP_PG_PORT/bench" \
+    --pool-size 20 --pool-mode transaction >"$OUT/tidepool.log" 2>&1 &
+VG_PID=$!
+tp_wait_port "$PORT" 60 "$VG_PID" || tp_die "tidepool under valgrind did not listen (see $OUT/tidepool.log)"
+
+# Runs pgbench with $1 transactions per client; prints the processed count.
+pgbench_run() {
+    PGPASSWORD=benchpass timeout 600 "$PGBENCH" -n -h 127.0.0.1 -p "$PORT" -U bench \
+        "${MODE[@]}" -c 10 -j 2 -t "$1" bench 2>&1 |
+        sed -n 's/^number of transactions actually processed: //p'
+}
+
+echo "warm-up: $(pgbench_run 300)"
+callgrind_control -i on "$VG_PID" >/dev/null
+echo "short run: $(pgbench_run 200)"
+callgrind_control -d short "$VG_PID" >/dev/null
+callgrind_control -z "$VG_PID" >/dev/null
+echo "long run: $(pgbench_run 1200)"
+callgrind_control -d long "$VG_PID" >/dev/null
+callgrind_control -i off "$VG_PID" >/dev/null
+
+total() {
+    callgrind_annotate "$1" 2>/dev/null | sed -n 's/^ *\([0-9,]*\) .*PROGRAM TOTALS.*/\1/p' | tr -d ,
+}
+SHORT="$(total "$OUT/callgrind.out.1")"
+LONG="$(total "$OUT/callgrind.out.2")"
+[ -n "$SHORT" ] && [ -n "$LONG" ] || tp_die "no callgrind totals in $OUT"
+echo "mode: ${MODE[*]}"
+echo "instructions per transaction: $(((LONG - SHORT) / 10000))"
+echo "callgrind files: $OUT/callgrind.out.1 (200 per client), $OUT/callgrind.out.2 (1,200 per client)"
