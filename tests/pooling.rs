@@ -389,6 +389,32 @@ async fn server_connections_are_reused_across_clients() {
     );
 }
 
+/// A server connection is reused while it is younger than `pool.max_lifetime_secs`
+/// and replaced once older: when it comes back, or while it sits idle (the
+/// maintenance pass, every second, closes it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_connections_are_replaced_after_their_lifetime() {
+    let pg = PgServer::start();
+    pg.create_user(USER, PASSWORD).await;
+    let (_dir, config, port) = write_config(&pg, "pool_size = 1\n\n[pool]\nmax_lifetime_secs = 2");
+    let pooler = TidepoolProc::start_on(port, &["--config", config.to_str().unwrap()]);
+    let client = common::connect(&pooler.url(USER, PASSWORD, "postgres")).await;
+    let first = backend_pid(&client).await;
+    assert_eq!(
+        backend_pid(&client).await,
+        first,
+        "reused within its lifetime"
+    );
+    // Lifetime (2 s) plus a maintenance pass (1 s), with room to spare.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let later = backend_pid(&client).await;
+    assert_ne!(
+        later, first,
+        "a connection past its lifetime was lent again"
+    );
+    assert_eq!(backend_pid(&client).await, later);
+}
+
 /// A client that leaves inside a transaction: its work is rolled back and the
 /// next client gets the server connection idle.
 async fn check_abandoned_transaction(mode: PoolMode) {

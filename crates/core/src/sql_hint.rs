@@ -149,19 +149,26 @@ const TRIGGERS_BY_SECOND: [u8; 256] = triggers_by_byte(1);
 /// two table look-ups per byte; a whole word is compared only where its first two
 /// letters are).
 pub fn might_touch_session(sql: &[u8]) -> bool {
-    let mut rest = sql;
-    while let [first, second, ..] = rest {
-        let candidates = TRIGGERS_BY_FIRST[usize::from(first | 0x20)]
-            & TRIGGERS_BY_SECOND[usize::from(second | 0x20)];
-        if candidates != 0 && trigger_at(rest, candidates) {
+    let Some((&first, rest)) = sql.split_first() else {
+        return false;
+    };
+    // Triggers that the previous byte may begin, carried to the next byte.
+    let mut begun = TRIGGERS_BY_FIRST[usize::from(first | 0x20)];
+    for (i, &byte) in rest.iter().enumerate() {
+        let folded = usize::from(byte | 0x20);
+        let candidates = begun & TRIGGERS_BY_SECOND[folded];
+        if candidates != 0 && trigger_at(&sql[i..], candidates) {
             return true;
         }
-        rest = &rest[1..];
+        begun = TRIGGERS_BY_FIRST[folded];
     }
     false
 }
 
 /// Whether one of the `candidates` (bits of [`TRIGGERS`]) begins `text`, either case.
+/// Rarely called: kept out of the byte loop.
+#[cold]
+#[inline(never)]
 fn trigger_at(text: &[u8], mut candidates: u8) -> bool {
     while candidates != 0 {
         let trigger = TRIGGERS[candidates.trailing_zeros() as usize];

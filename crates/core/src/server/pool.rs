@@ -182,7 +182,10 @@ impl Pool {
         loop {
             let candidate = self.lock_idle().pop();
             let Some(mut conn) = candidate else { break };
-            if conn.created.elapsed() < max_lifetime && conn.is_quiet() {
+            // Its age when it was given back: no clock read per checkout (the
+            // maintenance pass closes connections that aged while idle).
+            let age = conn.last_used.saturating_duration_since(conn.created);
+            if age < max_lifetime && conn.is_quiet() {
                 self.stats.checked_out.fetch_add(1, Ordering::Relaxed);
                 return Ok(Lease {
                     conn,
@@ -230,8 +233,10 @@ impl Pool {
     pub fn release(&self, lease: Lease) {
         let Lease { mut conn, _permit } = lease;
         self.stats.checked_out.fetch_sub(1, Ordering::Relaxed);
-        conn.last_used = Instant::now();
-        if self.permits.is_closed() || conn.created.elapsed() >= self.limits.load().max_lifetime {
+        let now = Instant::now();
+        conn.last_used = now;
+        let age = now.saturating_duration_since(conn.created);
+        if self.permits.is_closed() || age >= self.limits.load().max_lifetime {
             self.close(conn);
             return;
         }
