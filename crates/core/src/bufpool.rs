@@ -20,6 +20,13 @@ thread_local! {
 /// worker's free list when dropped.
 pub struct RelayBuf(BytesMut);
 
+/// An empty stand-in with no room, never returned to the free list.
+impl Default for RelayBuf {
+    fn default() -> Self {
+        Self(BytesMut::new())
+    }
+}
+
 impl RelayBuf {
     pub fn take() -> Self {
         let reused = FREE.with(|f| f.borrow_mut().pop());

@@ -123,6 +123,20 @@ impl ResponsePlan {
         self.entries.is_empty()
     }
 
+    /// This plan emptied for another transaction, keeping its queue's room
+    /// (unless a long pipeline made it large).
+    pub fn recycled(&mut self) -> Self {
+        let mut entries = std::mem::take(&mut self.entries);
+        entries.clear();
+        if entries.capacity() > 64 {
+            entries = VecDeque::new();
+        }
+        Self {
+            entries,
+            special: 0,
+        }
+    }
+
     /// A client request forwarded to the server.
     pub fn forward(&mut self, end: ResponseEnd, undo: Undo) {
         self.entries.push_back(Entry::Forward { end, undo });

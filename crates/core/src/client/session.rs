@@ -13,7 +13,7 @@ use pgwire::{backend, TransactionStatus};
 use tokio::net::TcpStream;
 
 use super::login::{client_error_of, login, send_fatal, sync_params};
-use super::relay::{RelayEnd, RelayState, RelayUntil, StatementCtx};
+use super::relay::{PooledRelay, RelayEnd, RelayState, RelayUntil, StatementCtx};
 use super::statements::ClientStatements;
 use crate::app::App;
 use crate::cancel::{CancelTarget, ClientKey};
@@ -349,7 +349,7 @@ impl Session {
     /// Serves one transaction (or one LISTEN) of a transaction-mode client whose
     /// socket just became readable.
     async fn transaction(&mut self) -> Flow {
-        let mut relay = RelayState::new(self.max_message);
+        let mut relay = RelayState::take(self.max_message);
         let tracked = self.statements.is_some();
         if let Some(end) = relay.read_client(&mut self.stream, tracked).await {
             if let RelayEnd::ClientProtocol(e) = end {
@@ -432,14 +432,14 @@ impl Session {
     /// Session mode: relay for the client's life; on shutdown, stop at the next idle
     /// point.
     async fn run_session(&mut self, lease: Lease) {
-        let relay = RelayState::new(self.max_message);
+        let relay = RelayState::take(self.max_message);
         self.run_pinned(lease, relay).await;
     }
 
     /// Relays for the rest of the client's life on one server (session mode, or a
     /// transaction-mode client pinned by session state); on shutdown, stops at the
     /// next idle point. The server is reset before it goes back to the pool.
-    async fn run_pinned(&mut self, mut lease: Lease, mut relay: RelayState) {
+    async fn run_pinned(&mut self, mut lease: Lease, mut relay: PooledRelay) {
         self.cancel.bind(lease.conn.backend);
         let started = Instant::now();
         let mut until = RelayUntil::ClientLeaves;

@@ -41,6 +41,27 @@ impl Leg {
         }
     }
 
+    /// This leg emptied for another transaction, keeping its buffers.
+    pub fn recycled(&mut self, max_message: usize) -> Self {
+        let mut out = std::mem::take(&mut self.out);
+        out.clear();
+        if out.capacity() > 64 * 1024 {
+            out = BytesMut::new();
+        }
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        Self {
+            buf,
+            start: 0,
+            end: 0,
+            out,
+            out_pos: 0,
+            needs_flush: false,
+            scanner: MessageScanner::new(max_message),
+            total_read: 0,
+        }
+    }
+
     pub fn is_drained(&self) -> bool {
         self.start == self.end && self.out_pos == self.out.len() && !self.needs_flush
     }

@@ -61,6 +61,74 @@ pub struct StatementCtx<'a> {
     pub server: &'a mut ServerStatements,
 }
 
+/// Relay states a worker keeps for reuse.
+const KEEP_RELAYS_PER_THREAD: usize = 64;
+/// Buffers that grew beyond this (a large message) are freed, not kept.
+const KEEP_CAPACITY: usize = 64 * 1024;
+
+thread_local! {
+    // Boxed: a PooledRelay lends the box, so taking one moves a pointer.
+    #[allow(clippy::vec_box)]
+    static SPARE_RELAYS: std::cell::RefCell<Vec<Box<RelayState>>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Allocations a recycled relay state keeps.
+#[derive(Default)]
+struct Spare {
+    client_inbox: BytesMut,
+    server_inbox: BytesMut,
+    held_answers: Vec<u8>,
+}
+
+/// An empty buffer with the room of `buf`, unless that room is too large to keep.
+fn recycled_bytes(buf: &mut BytesMut) -> BytesMut {
+    let mut buf = std::mem::take(buf);
+    buf.clear();
+    if buf.capacity() > KEEP_CAPACITY {
+        return BytesMut::new();
+    }
+    buf
+}
+
+/// A relay state lent for one transaction (or one session), returned to its
+/// worker's spares when dropped: taking one is neither an allocation nor the
+/// initialisation of 600 bytes, and the transaction's future holds a pointer.
+pub struct PooledRelay(Option<Box<RelayState>>);
+
+impl std::ops::Deref for PooledRelay {
+    type Target = RelayState;
+    fn deref(&self) -> &RelayState {
+        match &self.0 {
+            Some(relay) => relay,
+            None => unreachable!("a PooledRelay holds its state until dropped"),
+        }
+    }
+}
+
+impl std::ops::DerefMut for PooledRelay {
+    fn deref_mut(&mut self) -> &mut RelayState {
+        match &mut self.0 {
+            Some(relay) => relay,
+            None => unreachable!("a PooledRelay holds its state until dropped"),
+        }
+    }
+}
+
+impl Drop for PooledRelay {
+    fn drop(&mut self) {
+        if let Some(relay) = self.0.take() {
+            // `try_with`: during thread teardown the spares may already be gone.
+            let _ = SPARE_RELAYS.try_with(|s| {
+                let mut s = s.borrow_mut();
+                if s.len() < KEEP_RELAYS_PER_THREAD {
+                    s.push(relay);
+                }
+            });
+        }
+    }
+}
+
 /// The relay's state for one client and one bound server connection.
 pub struct RelayState {
     to_server: Leg,
@@ -118,25 +186,76 @@ impl RelayState {
     }
 
     pub fn new(max_client_message: usize) -> Self {
+        Self::fresh(
+            max_client_message,
+            Leg::new(max_client_message),
+            Leg::new(DEFAULT_MAX_MESSAGE_LEN),
+            ResponsePlan::default(),
+            Spare::default(),
+        )
+    }
+
+    /// A relay state for a new transaction: one this worker thread used before
+    /// (its buffers and queues kept, everything else reset), else a new one.
+    pub fn take(max_client_message: usize) -> PooledRelay {
+        let spare = SPARE_RELAYS.with(|s| s.borrow_mut().pop());
+        let relay = match spare {
+            Some(mut relay) => {
+                relay.reset(max_client_message);
+                relay
+            }
+            None => Box::new(Self::new(max_client_message)),
+        };
+        PooledRelay(Some(relay))
+    }
+
+    /// Every field from scratch except the allocations worth keeping; a struct
+    /// literal, so that a field added later cannot be carried over by mistake.
+    fn fresh(
+        max_client_message: usize,
+        to_server: Leg,
+        to_client: Leg,
+        plan: ResponsePlan,
+        spare: Spare,
+    ) -> Self {
         Self {
-            to_server: Leg::new(max_client_message),
-            to_client: Leg::new(DEFAULT_MAX_MESSAGE_LEN),
+            to_server,
+            to_client,
             tracker: TxnTracker::default(),
             client_end: None,
             server_dirty: false,
             server_error_seen: false,
             param_changes: ParamValues::default(),
             capture: None,
-            plan: ResponsePlan::default(),
-            client_inbox: BytesMut::new(),
+            plan,
+            client_inbox: spare.client_inbox,
             client_stream_left: 0,
             client_unread: 0,
-            server_inbox: BytesMut::new(),
-            held_answers: Vec::new(),
+            server_inbox: spare.server_inbox,
+            held_answers: spare.held_answers,
             max_client_message,
             hints: SessionHints::default(),
             barrier: false,
         }
+    }
+
+    fn reset(&mut self, max_client_message: usize) {
+        let to_server = self.to_server.recycled(max_client_message);
+        let to_client = self.to_client.recycled(DEFAULT_MAX_MESSAGE_LEN);
+        let plan = self.plan.recycled();
+        let spare = Spare {
+            client_inbox: recycled_bytes(&mut self.client_inbox),
+            server_inbox: recycled_bytes(&mut self.server_inbox),
+            held_answers: {
+                let mut v = std::mem::take(&mut self.held_answers);
+                v.clear();
+                if v.capacity() > KEEP_CAPACITY {
+                    v = Vec::new();
+                }
+                v
+            },
+        };
+        *self = Self::fresh(max_client_message, to_server, to_client, plan, spare);
     }
 
     /// True when the server connection can be reused once the tracker says idle:
@@ -306,5 +425,46 @@ impl RelayState {
     /// server connection ended, so the client sees the server's last words).
     pub async fn flush_to_client(&mut self, client: &mut Stream) -> io::Result<()> {
         std::future::poll_fn(|cx| self.to_client.poll_drain(client, cx)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::responses::{ResponseEnd, Undo};
+
+    /// A relay state used by one transaction comes back to the next one as new:
+    /// nothing of the first transaction (or client) is carried over.
+    #[test]
+    fn a_recycled_relay_starts_clean() {
+        let first_box = {
+            let mut relay = RelayState::take(1000);
+            relay.hints.pin = true;
+            relay.hints.settings = true;
+            relay.server_error_seen = true;
+            relay.barrier = true;
+            relay.client_unread = 7;
+            relay.param_changes.set("application_name", "first");
+            relay.plan.forward(ResponseEnd::Ready, Undo::None);
+            relay.client_inbox.extend_from_slice(b"left over");
+            relay.held_answers.extend_from_slice(b"answers");
+            relay.to_client.out.extend_from_slice(b"owed");
+            relay.to_server.total_read = 99;
+            relay.tracker.queries = 3;
+            &*relay as *const RelayState as usize
+        };
+        let relay = RelayState::take(2000);
+        assert_eq!(&*relay as *const RelayState as usize, first_box, "reused");
+        assert!(!relay.hints.pin && !relay.hints.settings);
+        assert!(!relay.server_error_seen && !relay.barrier);
+        assert_eq!(relay.client_unread, 0);
+        assert!(relay.param_changes.is_empty());
+        assert!(relay.plan.is_empty() && relay.plan.is_plain());
+        assert!(relay.client_inbox.is_empty() && relay.held_answers.is_empty());
+        assert!(relay.to_client.out.is_empty());
+        assert_eq!(relay.bytes_moved(), 0);
+        assert_eq!(relay.tracker.queries, 0);
+        assert_eq!(relay.max_client_message, 2000);
+        assert!(relay.server_reusable() && relay.tracker.is_idle());
     }
 }
