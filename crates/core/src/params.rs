@@ -63,16 +63,6 @@ impl ParamValues {
         }
     }
 
-    /// Where a value equals `other`'s, shares `other`'s string (so later compares
-    /// are a pointer compare and the copy is freed).
-    pub fn share_equal(&mut self, other: &Self) {
-        for (mine, theirs) in self.0.iter_mut().zip(&other.0) {
-            if mine.is_some() && *mine == *theirs {
-                mine.clone_from(theirs);
-            }
-        }
-    }
-
     /// True when no value is known.
     pub fn is_empty(&self) -> bool {
         self.0.iter().all(Option::is_none)

@@ -211,8 +211,10 @@ impl Pool {
                 self.stats.connections.fetch_add(1, Ordering::Relaxed);
                 self.params.store(Some(conn.params.clone()));
                 match self.default_values.load_full() {
+                    // The same values: share the pool's strings (compares become
+                    // pointer compares, and this connection's copies are freed).
                     Some(defaults) if *defaults == conn.current => {
-                        conn.current.share_equal(&defaults)
+                        conn.current.clone_from(&defaults)
                     }
                     _ => self
                         .default_values

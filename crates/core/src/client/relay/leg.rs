@@ -29,27 +29,17 @@ pub(super) struct Leg {
 
 impl Leg {
     pub fn new(max_message: usize) -> Self {
-        Self {
-            buf: RelayBuf::take(),
-            start: 0,
-            end: 0,
-            out: BytesMut::new(),
-            out_pos: 0,
-            needs_flush: false,
-            scanner: MessageScanner::new(max_message),
-            total_read: 0,
-        }
+        Self::with_buffers(RelayBuf::take(), BytesMut::new(), max_message)
     }
 
     /// This leg emptied for another transaction, keeping its buffers.
     pub fn recycled(&mut self, max_message: usize) -> Self {
-        let mut out = std::mem::take(&mut self.out);
-        out.clear();
-        if out.capacity() > 64 * 1024 {
-            out = BytesMut::new();
-        }
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
+        Self::with_buffers(buf, super::recycled_bytes(&mut self.out), max_message)
+    }
+
+    fn with_buffers(buf: RelayBuf, out: BytesMut, max_message: usize) -> Self {
         Self {
             buf,
             start: 0,

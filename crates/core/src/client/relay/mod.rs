@@ -78,11 +78,11 @@ thread_local! {
 struct Spare {
     client_inbox: BytesMut,
     server_inbox: BytesMut,
-    held_answers: Vec<u8>,
+    held_answers: BytesMut,
 }
 
 /// An empty buffer with the room of `buf`, unless that room is too large to keep.
-fn recycled_bytes(buf: &mut BytesMut) -> BytesMut {
+pub(super) fn recycled_bytes(buf: &mut BytesMut) -> BytesMut {
     let mut buf = std::mem::take(buf);
     buf.clear();
     if buf.capacity() > KEEP_CAPACITY {
@@ -155,7 +155,7 @@ pub struct RelayState {
     server_inbox: BytesMut,
     /// Answers the pooler owes the client, held until the server stream is at a
     /// message boundary.
-    held_answers: Vec<u8>,
+    held_answers: BytesMut,
     max_client_message: usize,
     /// What the client's SQL may have done to session state (statement tracking).
     pub hints: SessionHints,
@@ -246,14 +246,7 @@ impl RelayState {
         let spare = Spare {
             client_inbox: recycled_bytes(&mut self.client_inbox),
             server_inbox: recycled_bytes(&mut self.server_inbox),
-            held_answers: {
-                let mut v = std::mem::take(&mut self.held_answers);
-                v.clear();
-                if v.capacity() > KEEP_CAPACITY {
-                    v = Vec::new();
-                }
-                v
-            },
+            held_answers: recycled_bytes(&mut self.held_answers),
         };
         *self = Self::fresh(max_client_message, to_server, to_client, plan, spare);
     }
