@@ -3,7 +3,7 @@
 //! globals.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::cancel::CancelRegistry;
+use crate::client::park::Parking;
 use crate::config::{
     validate_tenant, Config, ConfigError, RawTenant, StoredPassword, Tenant, User,
 };
@@ -51,6 +52,9 @@ pub struct App {
     /// from these).
     client_signals: Signals,
     pub tasks: TaskTracker,
+    /// Where idle clients wait without a task; opened at the first park (`None`
+    /// when it could not be).
+    parking: OnceLock<Option<Arc<Parking>>>,
 }
 
 /// Why a reload was refused.
@@ -94,6 +98,7 @@ impl App {
             force,
             client_signals,
             tasks: TaskTracker::new(),
+            parking: OnceLock::new(),
         }))
     }
 
@@ -107,6 +112,31 @@ impl App {
     pub fn force_close(&self) {
         self.force.cancel();
         self.client_signals.kill.fire();
+    }
+
+    /// The parking place for idle clients, opened on first use on the current
+    /// runtime; `None` when `server.park_idle_clients` is off or it cannot open.
+    pub fn parking(&self) -> Option<&Arc<Parking>> {
+        if !self.config.load().server.park_idle_clients {
+            return None;
+        }
+        self.parking
+            .get_or_init(|| {
+                Parking::start(&self.tasks, self.client_signals.stop.clone())
+                    .inspect_err(|e| {
+                        tracing::warn!(error = %e, "cannot open the parking place; idle clients keep their tasks");
+                    })
+                    .ok()
+            })
+            .as_ref()
+    }
+
+    /// The parking clock (seconds since the first park); 0 before it.
+    pub fn parking_clock(&self) -> u32 {
+        match self.parking.get() {
+            Some(Some(p)) => p.clock(),
+            _ => 0,
+        }
     }
 
     pub fn config(&self) -> Arc<Config> {
@@ -370,6 +400,13 @@ impl App {
             .collect();
         let mut out = String::with_capacity(4096 + rows.len() * 2048);
         crate::metrics::render(&rows, &mut out);
+        if only.is_none() {
+            let parked = match self.parking.get() {
+                Some(Some(p)) => p.parked(),
+                _ => 0,
+            };
+            crate::metrics::render_process(parked, &mut out);
+        }
         Some(out)
     }
 

@@ -202,6 +202,17 @@ const FAMILIES: [Family; 15] = [
     },
 ];
 
+/// Writes the gauges of the whole process (not per tenant).
+pub fn render_process(parked_clients: usize, out: &mut String) {
+    let name = "tidepool_parked_clients";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Idle clients parked outside the runtime (no task, no reactor slot) until they send something."
+    );
+    let _ = writeln!(out, "# TYPE {name} gauge");
+    let _ = writeln!(out, "{name} {parked_clients}");
+}
+
 /// Writes `rows` in the Prometheus text format (version 0.0.4).
 pub fn render(rows: &[Row<'_>], out: &mut String) {
     for (i, family) in FAMILIES.iter().enumerate() {

@@ -79,6 +79,23 @@ impl Beacon {
         }
     }
 
+    /// Wakes every watcher without firing, this signal's and its children's (the
+    /// parking clock uses it to have idle clients look at the time).
+    pub fn nudge(&self) {
+        let children = {
+            let state = self.lock();
+            for waker in state.wakers.iter().flatten() {
+                waker.wake_by_ref();
+            }
+            state.children.clone()
+        };
+        for child in children {
+            if let Some(child) = child.upgrade() {
+                child.nudge();
+            }
+        }
+    }
+
     /// Enters `waker`; returns its place, or `None` if the signal has fired.
     fn enter(&self, waker: &Waker) -> Option<u32> {
         let mut state = self.lock();
@@ -162,6 +179,20 @@ impl Watch {
         }
         self.waker_data = data;
         Poll::Pending
+    }
+
+    /// Takes this watch's waker out of the beacon (the task is about to end while
+    /// the watch lives on); the next poll enters a waker again.
+    pub fn unwatch(&mut self) {
+        if self.place != NO_PLACE {
+            self.beacon.leave(self.place);
+            self.place = NO_PLACE;
+        }
+    }
+
+    /// The beacon watched.
+    pub fn beacon(&self) -> &Arc<Beacon> {
+        &self.beacon
     }
 
     /// Waits until the beacon fires.

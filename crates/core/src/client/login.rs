@@ -376,6 +376,7 @@ pub(super) async fn login(
         settings: None,
         listening: None,
         slot,
+        idle_since: crate::client::park::NOT_PARKING,
     };
     if send(&mut session.stream, &mut out).await.is_err() {
         if let Some(l) = lease {

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod auth_query;
 pub mod handshake;
 mod login;
+pub mod park;
 pub mod relay;
 pub mod responses;
 pub mod rewrite;

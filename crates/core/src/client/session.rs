@@ -13,6 +13,7 @@ use pgwire::{backend, TransactionStatus};
 use tokio::net::TcpStream;
 
 use super::login::{client_error_of, login, send_fatal, sync_params};
+use super::park::NOT_PARKING;
 use super::relay::{PooledRelay, RelayEnd, RelayState, RelayUntil, StatementCtx};
 use super::statements::ClientStatements;
 use crate::app::App;
@@ -28,10 +29,11 @@ use crate::sql_hint::{listen_command, ListenCommand};
 use crate::stream::Stream;
 use crate::tenants::{ClientSlot, GoneReason};
 
-/// A logged-in client.
-pub(super) struct Session {
+/// A logged-in client. `S` is its connection: a [`Stream`] while it has a task, a
+/// bare socket while it is parked (see `park`).
+pub(super) struct Session<S = Stream> {
     pub(super) app: Arc<App>,
-    pub(super) stream: Stream,
+    pub(super) stream: S,
     pub(super) pool: Arc<Pool>,
     /// The tenant and user at login; after a reload their names find the new ones.
     pub(super) tenant: Arc<crate::config::Tenant>,
@@ -56,6 +58,8 @@ pub(super) struct Session {
     pub(super) idle_sleep: Option<Pin<Box<tokio::time::Sleep>>>,
     /// This client's place in its tenant's and user's counts.
     pub(super) slot: ClientSlot,
+    /// The parking clock when the current idle wait began.
+    pub(super) idle_since: u32,
 }
 
 /// The notifications of a transaction-mode client that LISTENs.
@@ -72,6 +76,14 @@ enum Event {
     IdleTimeout,
     Notification(bytes::Bytes),
     Readable,
+    /// Idle long enough to leave the runtime (see `park`).
+    Park,
+}
+
+/// Why a client's task stopped serving it.
+enum Until {
+    Left,
+    Park,
 }
 
 /// Whether a client's session goes on after a step.
@@ -118,23 +130,137 @@ pub struct Accepted {
 /// a future keeps its arguments for its whole life, and this one lives as long
 /// as the client.
 pub async fn serve(accepted: Box<Accepted>) {
-    // Login state (SCRAM, buffers) lives on the heap only while logging in.
-    let login = Box::pin(async move {
-        let Accepted { app, tcp, peer } = *accepted;
-        let _ = tcp.set_nodelay(true);
-        login(&app, tcp, peer).await
-    });
-    let Some((mut session, pinned)) = login.await else {
+    // Login state (SCRAM, buffers) lives on the heap only while logging in, and so
+    // does a session-mode client's whole life; what stays is a transaction-mode
+    // client that could not be parked.
+    let Some(session) = Box::pin(settle(accepted)).await else {
         return;
     };
+    run_transactions(session, false).await;
+}
+
+/// Logs the client in and serves it if it is in session mode; a transaction-mode
+/// client is parked, or returned to wait in its task if it cannot be.
+async fn settle(accepted: Box<Accepted>) -> Option<Session> {
+    let Accepted { app, tcp, peer } = *accepted;
+    let _ = tcp.set_nodelay(true);
+    let (mut session, pinned) = login(&app, tcp, peer).await?;
     match pinned {
-        Some(lease) => Box::pin(session.run_session(*lease)).await,
-        None => session.run_transactions().await,
+        Some(lease) => {
+            session.run_session(*lease).await;
+            session.leave();
+            None
+        }
+        // Most clients wait a while before their first query, and many (an
+        // application's connection pool) much longer: park at once.
+        None => session.park(),
     }
-    if let Some(hub) = session.pool.listen_hub.get() {
-        hub.unlisten_all(session.client_id());
+}
+
+/// A transaction-mode client's task: serves it, parks it when it has been idle
+/// long enough, and gives back what it holds when it leaves.
+///
+/// Written as a block that owns the session, not as an `async fn` taking it: an
+/// `async fn` would keep its argument twice in the task's memory.
+#[allow(clippy::manual_async_fn)]
+fn run_transactions(
+    mut session: Session,
+    timed_out: bool,
+) -> impl std::future::Future<Output = ()> + Send {
+    async move {
+        if timed_out {
+            Box::pin(session.handle(Event::IdleTimeout)).await;
+            session.leave();
+            return;
+        }
+        let mut new_wait = true;
+        while let Until::Park = session.serve_in_task(new_wait).await {
+            match session.park() {
+                None => return,
+                Some(back) => {
+                    // Not in this wait, then.
+                    session = back;
+                    session.idle_since = NOT_PARKING;
+                    new_wait = false;
+                }
+            }
+        }
+        session.leave();
     }
-    session.app.cancels.unregister(session.cancel_key);
+}
+
+/// Gives a parked client a task again: `timed_out` when its client_idle_timeout
+/// passed while it was parked. Runs on the runtime (the socket joins its reactor).
+pub(super) fn resume(parked: Session<std::net::TcpStream>, timed_out: bool) {
+    let (bare, tcp) = parked.with_stream(());
+    match TcpStream::from_std(tcp) {
+        Ok(tcp) => {
+            let session = bare.with_stream(Stream::Plain(tcp)).0;
+            let tasks = session.app.tasks.clone();
+            tasks.spawn(run_transactions(session, timed_out));
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot take a parked client back into the runtime; closing it");
+            bare.leave();
+        }
+    }
+}
+
+impl<S> Session<S> {
+    /// The same client on another connection type; returns the old one.
+    pub(super) fn with_stream<T>(self, stream: T) -> (Session<T>, S) {
+        let Session {
+            app,
+            stream: old,
+            pool,
+            tenant,
+            user,
+            cancel_key,
+            cancel,
+            max_message,
+            wanted,
+            statements,
+            settings,
+            listening,
+            stop,
+            kill,
+            idle_sleep,
+            slot,
+            idle_since,
+        } = self;
+        let session = Session {
+            app,
+            stream,
+            pool,
+            tenant,
+            user,
+            cancel_key,
+            cancel,
+            max_message,
+            wanted,
+            statements,
+            settings,
+            listening,
+            stop,
+            kill,
+            idle_sleep,
+            slot,
+            idle_since,
+        };
+        (session, old)
+    }
+
+    /// What a leaving client gives back: its LISTENs and its cancel key.
+    pub(super) fn leave(&self) {
+        if let Some(hub) = self.pool.listen_hub.get() {
+            hub.unlisten_all(self.client_id());
+        }
+        self.app.cancels.unregister(self.cancel_key);
+    }
+
+    fn client_id(&self) -> u64 {
+        u64::from(self.cancel_key.process_id)
+    }
 }
 
 impl Session {
@@ -220,10 +346,6 @@ impl Session {
         self.slot.tenant().gone_reason()
     }
 
-    fn client_id(&self) -> u64 {
-        u64::from(self.cancel_key.process_id)
-    }
-
     /// Answers a lone LISTEN or UNLISTEN through the pool's listener connection.
     async fn serve_listen(&mut self, command: ListenCommand) -> std::io::Result<()> {
         let hub = self.app.listen_hub(&self.pool);
@@ -272,26 +394,44 @@ impl Session {
         send(&mut self.stream, &mut out).await
     }
 
-    /// Transaction mode: wait idle without a buffer or a server; on the first bytes
-    /// of a transaction, borrow a server, relay until the transaction ends, give the
-    /// server back.
-    async fn run_transactions(&mut self) {
+    /// Transaction mode, in the client's task: wait idle without a buffer or a
+    /// server; on the first bytes of a transaction, borrow a server, relay until
+    /// the transaction ends, give the server back. Returns when the client leaves
+    /// or has been idle long enough to be parked. `new_wait` is false when the
+    /// wait before a refused park goes on (its idle timer keeps running).
+    async fn serve_in_task(&mut self, mut new_wait: bool) -> Until {
         loop {
-            if let (Some(sleep), Some(limit)) =
-                (self.idle_sleep.as_mut(), self.tenant.client_idle_timeout)
-            {
-                sleep.as_mut().reset(tokio::time::Instant::now() + limit);
-            } else if let Some(limit) = self.tenant.client_idle_timeout {
-                self.idle_sleep = Some(Box::pin(tokio::time::sleep(limit)));
+            if new_wait {
+                self.start_idle_wait();
             }
+            new_wait = true;
             // Only the wait is inline in the client's task, and it keeps no state of
             // its own; everything else runs boxed, so an idle client costs little
             // memory.
             let event = std::future::poll_fn(|cx| self.poll_idle(cx)).await;
+            if let Event::Park = event {
+                return Until::Park;
+            }
             if Box::pin(self.handle(event)).await == Flow::Stop {
-                return;
+                return Until::Left;
             }
         }
+    }
+
+    /// Arms the idle timer and notes the parking clock.
+    fn start_idle_wait(&mut self) {
+        if let (Some(sleep), Some(limit)) =
+            (self.idle_sleep.as_mut(), self.tenant.client_idle_timeout)
+        {
+            sleep.as_mut().reset(tokio::time::Instant::now() + limit);
+        } else if let Some(limit) = self.tenant.client_idle_timeout {
+            self.idle_sleep = Some(Box::pin(tokio::time::sleep(limit)));
+        }
+        self.idle_since = if self.parkable() {
+            self.app.parking_clock()
+        } else {
+            NOT_PARKING
+        };
     }
 
     /// Acts on what woke an idle client.
@@ -310,6 +450,8 @@ impl Session {
             // Delivered between transactions, as Postgres does.
             Event::Notification(n) => self.notify(n).await,
             Event::Readable => self.transaction().await,
+            // Handled by the caller, which owns the session.
+            Event::Park => Flow::Continue,
         }
     }
 
@@ -334,6 +476,7 @@ impl Session {
         match self.stream.poll_read_ready(cx) {
             Poll::Ready(Ok(())) => Poll::Ready(Event::Readable),
             Poll::Ready(Err(_)) => Poll::Ready(Event::Closed),
+            Poll::Pending if self.idle_long_enough() => Poll::Ready(Event::Park),
             Poll::Pending => Poll::Pending,
         }
     }
@@ -558,6 +701,7 @@ mod tests {
         let (tcp, peer) = listener.accept().await.unwrap();
         let future = serve(Box::new(Accepted { app, tcp, peer }));
         let size = std::mem::size_of_val(&future);
+
         eprintln!(
             "client future: {size} bytes; Session {} Stream {} ParamValues {} SessionSettings {} Lease {} RelayState {}",
             std::mem::size_of::<Session>(),

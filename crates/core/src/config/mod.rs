@@ -78,6 +78,9 @@ pub struct ServerSettings {
     /// Runtime worker threads; 0 means one per CPU core. With 1 the service runs on
     /// a single thread, as PgBouncer does.
     pub worker_threads: u32,
+    /// Whether idle plain-TCP transaction-mode clients leave the runtime (see
+    /// `client::park`).
+    pub park_idle_clients: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

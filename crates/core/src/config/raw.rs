@@ -59,6 +59,7 @@ pub struct RawServer {
     pub max_message_size: Option<u64>,
     pub log_format: Option<String>,
     pub worker_threads: Option<u32>,
+    pub park_idle_clients: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

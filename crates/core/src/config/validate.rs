@@ -185,6 +185,7 @@ fn validate_server(raw: &RawConfig) -> Result<ServerSettings, ConfigError> {
         },
         max_message_size: max_message_size as usize,
         log_format,
+        park_idle_clients: s.park_idle_clients.unwrap_or(true),
     })
 }
 

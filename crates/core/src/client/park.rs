@@ -1,0 +1,466 @@
+//! Idle transaction-mode clients parked outside the runtime. A parked client has
+//! no task and no registration with tokio's reactor: its session sits in one slab
+//! and its socket in an epoll set of Tidepool's own, which one task watches. Bytes
+//! or a hang-up on the socket, its tenant's stop signal or its idle timeout give
+//! it a task again (`session::resume`).
+//!
+//! A client is parked right after its login and again once it has been idle for
+//! [`IDLE_TICKS`] ticks of the parking clock. Parking and resuming cost four
+//! `epoll_ctl` calls and a task spawn, so a busy client never parks, and an idle
+//! one costs the bytes of its session instead of a task, a reactor slot and their
+//! allocations.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Wake, Waker};
+use std::time::Duration;
+
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Registry, Token};
+use tokio::io::unix::AsyncFd;
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::task::TaskTracker;
+
+use super::session::{resume, Session};
+use crate::signal::{Beacon, Watch};
+use crate::stream::Stream;
+
+/// A parked client: its session around the bare socket.
+type Parked = Session<std::net::TcpStream>;
+
+/// How often the parking clock ticks.
+const TICK: Duration = Duration::from_secs(1);
+/// Whole ticks a client must have been idle to be parked: it has been idle for
+/// between one and two seconds.
+pub(super) const IDLE_TICKS: u32 = 2;
+/// `Session::idle_since` of a client that is not to be parked in this wait.
+pub(super) const NOT_PARKING: u32 = u32::MAX;
+/// Socket events taken from the epoll set per look.
+const EVENTS_PER_LOOK: usize = 1024;
+
+/// The parking place of one pooler process.
+pub struct Parking {
+    lot: Mutex<Lot>,
+    registry: Registry,
+    bell: Arc<Bell>,
+    /// `bell` as a waker, for the parked clients' stop signals.
+    bell_waker: Waker,
+    clock: AtomicU32,
+}
+
+/// What the parking place holds, under its lock.
+#[derive(Default)]
+struct Lot {
+    slots: Vec<Slot>,
+    /// Head of the free list threaded through `slots`.
+    free: Option<u32>,
+    parked: usize,
+    /// Idle timeouts of parked clients, earliest first; stale entries (the client
+    /// resumed) are skipped when they come up.
+    deadlines: BinaryHeap<Reverse<(Instant, usize)>>,
+    /// The stop signals of parked clients' tenants, by the signal's address, with
+    /// how many parked clients watch each.
+    groups: HashMap<usize, Group>,
+    /// No more parking: the pooler is shutting down.
+    closed: bool,
+}
+
+struct Slot {
+    /// Counts the clients this slot has held, so a stale token is told apart.
+    generation: u32,
+    next_free: Option<u32>,
+    client: Option<Parked>,
+}
+
+struct Group {
+    watch: Watch,
+    members: u32,
+}
+
+/// Wakes the parking task.
+#[derive(Default)]
+struct Bell {
+    notify: Notify,
+    /// A stop signal may have fired.
+    signalled: AtomicBool,
+}
+
+impl Bell {
+    fn ring(&self) {
+        self.signalled.store(true, Ordering::Release);
+        self.notify.notify_one();
+    }
+}
+
+impl Wake for Bell {
+    fn wake(self: Arc<Self>) {
+        self.ring();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.ring();
+    }
+}
+
+/// A client to give a task again, and whether its idle timeout passed.
+type Resumed = (Parked, bool);
+
+/// The epoll token of a slot: its index and its generation.
+fn token_of(index: u32, generation: u32) -> usize {
+    ((generation as usize) << 32) | index as usize
+}
+
+fn index_of(token: usize) -> u32 {
+    (token & 0xffff_ffff) as u32
+}
+
+/// The epoll set, for tokio to watch as one file.
+struct EpollFd(Poll);
+
+impl AsRawFd for EpollFd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+}
+
+impl Parking {
+    /// Opens the epoll set and starts the task that watches it, on the current
+    /// runtime. The task ends when `root_stop` (the process's stop signal) fires
+    /// and every parked client has its task back.
+    pub fn start(tasks: &TaskTracker, root_stop: Arc<Beacon>) -> std::io::Result<Arc<Self>> {
+        let poll = Poll::new()?;
+        let registry = poll.registry().try_clone()?;
+        // SAFETY: `EpollFd` owns the `Poll`, which owns its epoll descriptor for its
+        // whole life and returns that same descriptor from every `as_raw_fd`; the
+        // `AsyncFd` owns the `EpollFd` and is never given another.
+        let epoll = unsafe {
+            AsyncFd::register_with_interest(EpollFd(poll), tokio::io::Interest::READABLE)
+        }
+        .map_err(|e| e.into_parts().1)?;
+        let bell = Arc::new(Bell::default());
+        let parking = Arc::new(Self {
+            lot: Mutex::new(Lot::default()),
+            registry,
+            bell_waker: Waker::from(bell.clone()),
+            bell,
+            clock: AtomicU32::new(0),
+        });
+        tasks.spawn(parking.clone().watch(epoll, root_stop));
+        Ok(parking)
+    }
+
+    /// Seconds (ticks) since parking started.
+    pub fn clock(&self) -> u32 {
+        self.clock.load(Ordering::Relaxed)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Lot> {
+        self.lot.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// How many clients are parked now.
+    pub fn parked(&self) -> usize {
+        self.lock().parked
+    }
+
+    /// Takes `client` in; gives it back if parking has closed or its tenant is
+    /// stopping.
+    fn park(&self, client: Parked, deadline: Option<Instant>) -> Option<Parked> {
+        let mut lot = self.lock();
+        if lot.closed || client.stop.is_fired() {
+            return Some(client);
+        }
+        let fd = client.stream.as_raw_fd();
+        let beacon = client.stop.beacon().clone();
+        let (index, generation) = lot.insert(client);
+        let token = token_of(index, generation);
+        if let Err(e) = self
+            .registry
+            .register(&mut SourceFd(&fd), Token(token), Interest::READABLE)
+        {
+            tracing::warn!(error = %e, "cannot park a client");
+            return lot.take(index);
+        }
+        let mut ring = false;
+        let group = lot
+            .groups
+            .entry(Arc::as_ptr(&beacon) as usize)
+            .or_insert_with(|| Group {
+                watch: Watch::new(beacon),
+                members: 0,
+            });
+        group.members += 1;
+        if group.members == 1 {
+            // Enter the bell in the new group's signal.
+            let mut cx = Context::from_waker(&self.bell_waker);
+            ring |= group.watch.poll_fired(&mut cx).is_ready();
+        }
+        if let Some(deadline) = deadline {
+            ring |= lot
+                .deadlines
+                .peek()
+                .is_none_or(|Reverse((first, _))| deadline < *first);
+            lot.deadlines.push(Reverse((deadline, token)));
+        }
+        drop(lot);
+        if ring {
+            self.bell.ring();
+        }
+        None
+    }
+
+    /// The parking task: gives clients their task back when their socket is
+    /// ready, their tenant stops or their idle timeout passes; ticks the clock.
+    async fn watch(self: Arc<Self>, mut epoll: AsyncFd<EpollFd>, root_stop: Arc<Beacon>) {
+        let mut events = Events::with_capacity(EVENTS_PER_LOOK);
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut root = Watch::new(root_stop.clone());
+        let mut ready: Vec<usize> = Vec::new();
+        loop {
+            let next_deadline = self.lock().deadlines.peek().map(|Reverse((d, _))| *d);
+            tokio::select! {
+                guard = epoll.readable_mut() => match guard {
+                    Ok(mut guard) => {
+                        match guard.get_inner_mut().0.poll(&mut events, Some(Duration::ZERO)) {
+                            Ok(()) => {}
+                            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                            Err(e) => tracing::warn!(error = %e, "parked clients' epoll failed"),
+                        }
+                        let mut seen = 0;
+                        for event in events.iter() {
+                            ready.push(event.token().0);
+                            seen += 1;
+                        }
+                        if seen < EVENTS_PER_LOOK {
+                            guard.clear_ready();
+                        }
+                    }
+                    Err(e) => {
+                        // The epoll set cannot be watched: give every client back.
+                        tracing::error!(error = %e, "cannot watch parked clients; resuming them");
+                        self.close_and_resume_all();
+                        return;
+                    }
+                },
+                _ = self.bell.notify.notified() => {}
+                _ = tick.tick() => {
+                    self.clock.fetch_add(1, Ordering::Relaxed);
+                    // Clients idle in the runtime look at the clock.
+                    root_stop.nudge();
+                }
+                () = std::future::poll_fn(|cx| root.poll_fired(cx)) => {
+                    self.close_and_resume_all();
+                    return;
+                }
+                () = sleep_until(next_deadline), if next_deadline.is_some() => {}
+            }
+            let resumed = self.collect(&mut ready);
+            spawn_all(resumed);
+        }
+    }
+
+    /// Takes out the clients whose socket is ready, whose tenant stops or whose idle
+    /// timeout passed.
+    fn collect(&self, ready: &mut Vec<usize>) -> Vec<Resumed> {
+        let mut resumed = Vec::new();
+        let mut lot = self.lock();
+        for token in ready.drain(..) {
+            if let Some(client) = self.take(&mut lot, token) {
+                resumed.push((client, false));
+            }
+        }
+        let now = Instant::now();
+        while let Some(Reverse((deadline, token))) = lot.deadlines.peek().copied() {
+            if deadline > now {
+                break;
+            }
+            lot.deadlines.pop();
+            if let Some(client) = self.take(&mut lot, token) {
+                resumed.push((client, true));
+            }
+        }
+        if self.bell.signalled.swap(false, Ordering::Acquire) {
+            let fired: Vec<usize> = lot
+                .groups
+                .iter()
+                .filter(|(_, g)| g.watch.is_fired())
+                .map(|(key, _)| *key)
+                .collect();
+            if !fired.is_empty() {
+                let tokens: Vec<usize> = lot
+                    .slots
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(index, slot)| {
+                        let client = slot.client.as_ref()?;
+                        let key = Arc::as_ptr(client.stop.beacon()) as usize;
+                        fired
+                            .contains(&key)
+                            .then(|| token_of(index as u32, slot.generation))
+                    })
+                    .collect();
+                for token in tokens {
+                    if let Some(client) = self.take(&mut lot, token) {
+                        resumed.push((client, false));
+                    }
+                }
+            }
+        }
+        resumed
+    }
+
+    /// The client in `token`'s slot, if that slot still holds the same one, out of
+    /// the epoll set.
+    fn take(&self, lot: &mut Lot, token: usize) -> Option<Parked> {
+        let index = index_of(token);
+        let slot = lot.slots.get(index as usize)?;
+        if token_of(index, slot.generation) != token {
+            return None;
+        }
+        let client = lot.take(index)?;
+        let _ = self
+            .registry
+            .deregister(&mut SourceFd(&client.stream.as_raw_fd()));
+        let key = Arc::as_ptr(client.stop.beacon()) as usize;
+        if let Some(group) = lot.groups.get_mut(&key) {
+            group.members -= 1;
+            if group.members == 0 {
+                lot.groups.remove(&key);
+            }
+        }
+        Some(client)
+    }
+
+    /// Closes the parking place and gives every parked client its task back (the
+    /// pooler is shutting down).
+    fn close_and_resume_all(&self) {
+        let mut resumed = Vec::new();
+        {
+            let mut lot = self.lock();
+            lot.closed = true;
+            let tokens: Vec<usize> = lot
+                .slots
+                .iter()
+                .enumerate()
+                .filter(|(_, slot)| slot.client.is_some())
+                .map(|(index, slot)| token_of(index as u32, slot.generation))
+                .collect();
+            for token in tokens {
+                if let Some(client) = self.take(&mut lot, token) {
+                    resumed.push((client, false));
+                }
+            }
+        }
+        spawn_all(resumed);
+    }
+}
+
+impl Lot {
+    /// Puts `client` in a free slot; returns the slot and its generation.
+    fn insert(&mut self, client: Parked) -> (u32, u32) {
+        self.parked += 1;
+        if let Some(index) = self.free {
+            if let Some(slot) = self.slots.get_mut(index as usize) {
+                self.free = slot.next_free.take();
+                slot.generation = slot.generation.wrapping_add(1);
+                slot.client = Some(client);
+                return (index, slot.generation);
+            }
+        }
+        let index = self.slots.len() as u32;
+        self.slots.push(Slot {
+            generation: 0,
+            next_free: None,
+            client: Some(client),
+        });
+        (index, 0)
+    }
+
+    /// Empties slot `index`.
+    fn take(&mut self, index: u32) -> Option<Parked> {
+        let slot = self.slots.get_mut(index as usize)?;
+        let client = slot.client.take()?;
+        slot.next_free = self.free.replace(index);
+        self.parked -= 1;
+        Some(client)
+    }
+}
+
+/// Gives each client a task again.
+fn spawn_all(resumed: Vec<Resumed>) {
+    for (client, timed_out) in resumed {
+        resume(client, timed_out);
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Session {
+    /// Whether this client could be parked: plain TCP (a TLS session's state stays
+    /// with its task) and no LISTEN (its notifications arrive through a channel).
+    pub(super) fn parkable(&self) -> bool {
+        matches!(self.stream, Stream::Plain(_)) && self.listening.is_none()
+    }
+
+    /// Whether this idle client has waited long enough to be parked.
+    pub(super) fn idle_long_enough(&self) -> bool {
+        self.idle_since != NOT_PARKING
+            && self.app.parking_clock().wrapping_sub(self.idle_since) >= IDLE_TICKS
+    }
+
+    /// Parks this idle client. `None` when its task is done with it (parked, or
+    /// lost on the way); the session back when it cannot be parked (TLS, LISTEN,
+    /// parking off or closed, its tenant stopping).
+    pub(super) fn park(mut self) -> Option<Session> {
+        if !self.parkable() {
+            return Some(self);
+        }
+        let Some(parking) = self.app.parking().cloned() else {
+            return Some(self);
+        };
+        // The idle timer cannot stay: it would hold this task's waker, and the task
+        // with it. The parking place keeps its deadline instead.
+        let deadline = self.tenant.client_idle_timeout.map(|limit| {
+            self.idle_sleep
+                .take()
+                .map_or_else(|| Instant::now() + limit, |sleep| sleep.deadline())
+        });
+        self.stop.unwatch();
+        self.kill.unwatch();
+        let (bare, stream) = self.with_stream(());
+        let tcp = match stream {
+            Stream::Plain(tcp) => tcp,
+            other => return Some(bare.with_stream(other).0),
+        };
+        let tcp = match tcp.into_std() {
+            Ok(tcp) => tcp,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot park a client; its socket is lost");
+                bare.leave();
+                return None;
+            }
+        };
+        let back = parking.park(bare.with_stream(tcp).0, deadline)?;
+        let (mut bare, tcp) = back.with_stream(());
+        bare.idle_sleep = deadline.map(|d| Box::pin(tokio::time::sleep_until(d)));
+        match TcpStream::from_std(tcp) {
+            Ok(tcp) => Some(bare.with_stream(Stream::Plain(tcp)).0),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot take a client back into the runtime; closing it");
+                bare.leave();
+                None
+            }
+        }
+    }
+}
