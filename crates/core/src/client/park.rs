@@ -45,7 +45,7 @@ const EVENTS_PER_LOOK: usize = 1024;
 
 /// The parking place of one pooler process.
 pub struct Parking {
-    lot: Mutex<Lot>,
+    lot: Mutex<Lot<Parked>>,
     registry: Registry,
     bell: Arc<Bell>,
     /// `bell` as a waker, for the parked clients' stop signals.
@@ -53,10 +53,10 @@ pub struct Parking {
     clock: AtomicU32,
 }
 
-/// What the parking place holds, under its lock.
-#[derive(Default)]
-struct Lot {
-    slots: Vec<Slot>,
+/// What the parking place holds, under its lock (generic over the client only so
+/// that its bookkeeping can be tested alone).
+struct Lot<C> {
+    slots: Vec<Slot<C>>,
     /// Head of the free list threaded through `slots`.
     free: Option<u32>,
     parked: usize,
@@ -70,11 +70,11 @@ struct Lot {
     closed: bool,
 }
 
-struct Slot {
+struct Slot<C> {
     /// Counts the clients this slot has held, so a stale token is told apart.
     generation: u32,
     next_free: Option<u32>,
-    client: Option<Parked>,
+    client: Option<C>,
 }
 
 struct Group {
@@ -159,7 +159,7 @@ impl Parking {
         self.clock.load(Ordering::Relaxed)
     }
 
-    fn lock(&self) -> MutexGuard<'_, Lot> {
+    fn lock(&self) -> MutexGuard<'_, Lot<Parked>> {
         self.lot.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -201,11 +201,7 @@ impl Parking {
             ring |= group.watch.poll_fired(&mut cx).is_ready();
         }
         if let Some(deadline) = deadline {
-            ring |= lot
-                .deadlines
-                .peek()
-                .is_none_or(|Reverse((first, _))| deadline < *first);
-            lot.deadlines.push(Reverse((deadline, token)));
+            ring |= lot.push_deadline(deadline, token);
         }
         drop(lot);
         if ring {
@@ -317,13 +313,8 @@ impl Parking {
 
     /// The client in `token`'s slot, if that slot still holds the same one, out of
     /// the epoll set.
-    fn take(&self, lot: &mut Lot, token: usize) -> Option<Parked> {
-        let index = index_of(token);
-        let slot = lot.slots.get(index as usize)?;
-        if token_of(index, slot.generation) != token {
-            return None;
-        }
-        let client = lot.take(index)?;
+    fn take(&self, lot: &mut Lot<Parked>, token: usize) -> Option<Parked> {
+        let client = lot.take_token(token)?;
         let _ = self
             .registry
             .deregister(&mut SourceFd(&client.stream.as_raw_fd()));
@@ -361,9 +352,22 @@ impl Parking {
     }
 }
 
-impl Lot {
+impl<C> Default for Lot<C> {
+    fn default() -> Self {
+        Self {
+            slots: Vec::new(),
+            free: None,
+            parked: 0,
+            deadlines: BinaryHeap::new(),
+            groups: HashMap::new(),
+            closed: false,
+        }
+    }
+}
+
+impl<C> Lot<C> {
     /// Puts `client` in a free slot; returns the slot and its generation.
-    fn insert(&mut self, client: Parked) -> (u32, u32) {
+    fn insert(&mut self, client: C) -> (u32, u32) {
         self.parked += 1;
         if let Some(index) = self.free {
             if let Some(slot) = self.slots.get_mut(index as usize) {
@@ -383,12 +387,46 @@ impl Lot {
     }
 
     /// Empties slot `index`.
-    fn take(&mut self, index: u32) -> Option<Parked> {
+    fn take(&mut self, index: u32) -> Option<C> {
         let slot = self.slots.get_mut(index as usize)?;
         let client = slot.client.take()?;
         slot.next_free = self.free.replace(index);
         self.parked -= 1;
         Some(client)
+    }
+
+    /// Whether `token` names the client its slot holds now.
+    fn holds(&self, token: usize) -> bool {
+        let index = index_of(token);
+        self.slots
+            .get(index as usize)
+            .is_some_and(|slot| slot.client.is_some() && token_of(index, slot.generation) == token)
+    }
+
+    /// Empties the slot `token` names, if it still holds that client.
+    fn take_token(&mut self, token: usize) -> Option<C> {
+        if !self.holds(token) {
+            return None;
+        }
+        self.take(index_of(token))
+    }
+
+    /// Notes the idle deadline of the client in `token`; returns whether it is the
+    /// earliest. Deadlines of clients that left are dropped when they come up, or
+    /// here once they outnumber the parked clients, so the heap stays bounded by
+    /// the clients parked, not by how often they park.
+    fn push_deadline(&mut self, deadline: Instant, token: usize) -> bool {
+        if self.deadlines.len() >= 2 * self.parked + 64 {
+            let mut deadlines = std::mem::take(&mut self.deadlines);
+            deadlines.retain(|Reverse((_, t))| self.holds(*t));
+            self.deadlines = deadlines;
+        }
+        let earliest = self
+            .deadlines
+            .peek()
+            .is_none_or(|Reverse((first, _))| deadline < *first);
+        self.deadlines.push(Reverse((deadline, token)));
+        earliest
     }
 }
 
@@ -462,5 +500,49 @@ impl Session {
                 None
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_freed_slot_is_reused_under_a_new_token() {
+        let mut lot: Lot<&str> = Lot::default();
+        let (a, ga) = lot.insert("a");
+        let (b, _) = lot.insert("b");
+        let old = token_of(a, ga);
+        assert_eq!(lot.take_token(old), Some("a"));
+        assert_eq!(lot.take_token(old), None, "taken twice");
+        let (c, gc) = lot.insert("c");
+        assert_eq!(c, a, "the free slot is reused");
+        assert_ne!(token_of(c, gc), old);
+        assert_eq!(lot.take_token(old), None, "a stale token finds nothing");
+        assert_eq!(lot.parked, 2);
+        assert_eq!(lot.take(b), Some("b"));
+        assert_eq!(lot.take_token(token_of(c, gc)), Some("c"));
+        assert_eq!(lot.parked, 0);
+    }
+
+    #[tokio::test]
+    async fn deadlines_stay_bounded_by_the_parked_clients() {
+        let mut lot: Lot<u32> = Lot::default();
+        let now = Instant::now();
+        let (kept, gen) = lot.insert(0);
+        let kept = token_of(kept, gen);
+        assert!(lot.push_deadline(now + Duration::from_secs(3600), kept));
+        // A client that parks and wakes again and again, with an hour-long timeout.
+        for i in 0..10_000u32 {
+            let (index, generation) = lot.insert(i);
+            let token = token_of(index, generation);
+            lot.push_deadline(now + Duration::from_secs(3600), token);
+            assert_eq!(lot.take_token(token), Some(i));
+        }
+        assert!(lot.deadlines.len() <= 2 * lot.parked + 64 + 1);
+        assert!(lot.deadlines.iter().any(|Reverse((_, t))| *t == kept));
+        // An earlier deadline is reported as the earliest.
+        let (index, generation) = lot.insert(7);
+        assert!(lot.push_deadline(now + Duration::from_secs(1), token_of(index, generation)));
     }
 }
