@@ -15,8 +15,10 @@ mod common;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::{accepts_tcp, free_port, wait_until, PgServer, TidepoolProc, HOST, SIGHUP, SIGTERM};
-use tokio_postgres::{Client, SimpleQueryMessage};
+use common::{
+    accepts_tcp, connect, free_port, simple_value as text, wait_until, PgServer, TidepoolProc,
+    HOST, SIGHUP, SIGTERM,
+};
 
 const USER: &str = "app";
 const PASSWORD: &str = "parking-pw-1";
@@ -147,25 +149,6 @@ fn config_text(
         ));
     }
     text
-}
-
-async fn connect(url: &str) -> Client {
-    let (client, _connection) = common::connect_watched(url, NO_HANG).await;
-    client
-}
-
-async fn text(client: &Client, sql: &str) -> String {
-    let messages = client
-        .simple_query(sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    messages
-        .iter()
-        .find_map(|m| match m {
-            SimpleQueryMessage::Row(row) => Some(row.get(0).unwrap_or("<null>").to_owned()),
-            _ => None,
-        })
-        .unwrap_or_else(|| panic!("{sql} returned no row"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,9 +13,9 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::{free_port, PgServer, PoolMode, TidepoolProc, HOST};
+use common::{free_port, simple_value, PgServer, PoolMode, TidepoolProc, HOST};
 use tokio_postgres::types::Type;
-use tokio_postgres::{Client, SimpleQueryMessage};
+use tokio_postgres::Client;
 
 const USER: &str = "app";
 const PASSWORD: &str = "pooling-pw-1";
@@ -24,21 +24,6 @@ const NO_HANG: Duration = Duration::from_secs(60);
 
 fn sqlstate(error: &tokio_postgres::Error) -> Option<String> {
     error.code().map(|state| state.code().to_owned())
-}
-
-/// The first column of the first row of a simple query, as text.
-async fn simple_value(client: &Client, sql: &str) -> String {
-    let messages = client
-        .simple_query(sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    messages
-        .iter()
-        .find_map(|m| match m {
-            SimpleQueryMessage::Row(row) => Some(row.get(0).unwrap_or("<null>").to_owned()),
-            _ => None,
-        })
-        .unwrap_or_else(|| panic!("{sql} returned no row"))
 }
 
 async fn backend_pid(client: &Client) -> i32 {

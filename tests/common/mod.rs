@@ -25,8 +25,8 @@ pub use cluster::{psql_program, run_psql};
 pub use pooler::{listen_port_from_args, PoolMode, TidepoolProc};
 pub use pooler::{SIGHUP, SIGINT, SIGKILL, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
 pub use postgres::{
-    connect, connect_watched, ended_with, ended_with_sqlstate, try_connect, PgServer, SUPERUSER,
-    SUPERUSER_PASSWORD,
+    connect, connect_watched, ended_with, ended_with_sqlstate, simple_value, try_connect, PgServer,
+    SUPERUSER, SUPERUSER_PASSWORD,
 };
 pub use wire::{BackendMessage, Next, WireClient};
 

@@ -275,6 +275,23 @@ pub async fn connect(url: &str) -> Client {
         .unwrap_or_else(|e| panic!("cannot connect to {}: {e}", redact_url(url)))
 }
 
+/// The first column of the first row of a simple query, as text.
+pub async fn simple_value(client: &Client, sql: &str) -> String {
+    let messages = client
+        .simple_query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    messages
+        .iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(row) => {
+                Some(row.get(0).unwrap_or("<null>").to_owned())
+            }
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("{sql} returned no row"))
+}
+
 /// Like [`connect`], but returns the error, for tests that expect a refusal.
 pub async fn try_connect(url: &str) -> Result<Client, tokio_postgres::Error> {
     let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
