@@ -100,15 +100,17 @@ impl ParamValues {
     }
 
     /// SQL that makes a server holding `current` hold `self`, or `None` if nothing
-    /// differs. Values unknown on our side are left as the server has them.
-    pub fn sync_sql(&self, current: &Self) -> Option<String> {
+    /// differs. Values unknown on our side are left as the server has them. A
+    /// value equal to ours but stored apart is replaced in `current` by ours, so
+    /// that the next look (every transaction) compares pointers, not strings.
+    pub fn sync_sql(&self, current: &mut Self) -> Option<String> {
         let mut sql = String::new();
-        for (i, (want, have)) in self.0.iter().zip(&current.0).enumerate() {
-            if let Some(want) = want {
-                let same = have
-                    .as_ref()
-                    .is_some_and(|have| Arc::ptr_eq(have, want) || have == want);
-                if !same {
+        for (i, (want, have)) in self.0.iter().zip(current.0.iter_mut()).enumerate() {
+            let Some(want) = want else { continue };
+            match have {
+                Some(have) if Arc::ptr_eq(have, want) => {}
+                Some(have) if **have == **want => *have = want.clone(),
+                _ => {
                     sql.push_str("SET ");
                     sql.push_str(TRACKED[i]);
                     sql.push_str(" TO ");
@@ -231,11 +233,17 @@ mod tests {
             ("DateStyle", "ISO, MDY"),
             ("server_version", "15"),
         ]);
-        let mut client = server.clone();
-        assert_eq!(client.sync_sql(&server), None);
+        let mut server = server;
+        // Equal values stored apart: nothing to send, and the server's copy now
+        // shares the client's.
+        let mut client = reported(&[("DateStyle", "ISO, MDY")]);
+        assert_eq!(client.sync_sql(&mut server), None);
+        let index = tracked_index("DateStyle").unwrap();
+        let (ours, theirs) = (&client.0[index], &server.0[index]);
+        assert!(matches!((ours, theirs), (Some(a), Some(b)) if Arc::ptr_eq(a, b)));
         client.overlay_startup([("timezone", "Europe/Paris"), ("user", "x")].into_iter());
         assert_eq!(
-            client.sync_sql(&server).as_deref(),
+            client.sync_sql(&mut server).as_deref(),
             Some("SET TimeZone TO 'Europe/Paris';")
         );
         assert!(!client.same_except_application_name(&server));
@@ -261,7 +269,7 @@ mod tests {
         let mut client = ParamValues::default();
         client.set("application_name", "it's a \\ test");
         assert_eq!(
-            client.sync_sql(&ParamValues::default()).as_deref(),
+            client.sync_sql(&mut ParamValues::default()).as_deref(),
             Some("SET application_name TO E'it''s a \\\\ test';")
         );
     }

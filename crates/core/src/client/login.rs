@@ -109,7 +109,7 @@ pub(super) async fn sync_params(
     lease: &mut Lease,
 ) -> Result<(), ClientError> {
     let sql = match (
-        wanted.sync_sql(&lease.conn.current),
+        wanted.sync_sql(&mut lease.conn.current),
         settings.sync_sql(&lease.conn.settings),
     ) {
         (None, None) => return Ok(()),

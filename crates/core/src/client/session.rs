@@ -405,14 +405,14 @@ impl Session {
                 self.start_idle_wait();
             }
             new_wait = true;
-            // Only the wait is inline in the client's task, and it keeps no state of
-            // its own; everything else runs boxed, so an idle client costs little
-            // memory.
+            // The wait keeps no state of its own. What follows runs inline: a
+            // transaction needs no allocation, and a client idle for long is
+            // parked, task and all, so the task's size matters while it works.
             let event = std::future::poll_fn(|cx| self.poll_idle(cx)).await;
             if let Event::Park = event {
                 return Until::Park;
             }
-            if Box::pin(self.handle(event)).await == Flow::Stop {
+            if self.handle(event).await == Flow::Stop {
                 return Until::Left;
             }
         }
@@ -678,10 +678,11 @@ impl Session {
 mod tests {
     use super::*;
 
-    /// Every idle client keeps its task's future in memory: keep it small (the state
-    /// of a transaction in progress lives on the heap only while it runs).
+    /// An idle client is parked: it costs its session, not its task. A client in
+    /// the runtime carries its transaction's state inline (no allocation per
+    /// transaction); keep both bounded.
     #[tokio::test]
-    async fn client_future_is_small() {
+    async fn parked_session_and_client_future_are_small() {
         let config = crate::config::Config::from_toml(
             r#"
             [[tenants]]
@@ -703,7 +704,8 @@ mod tests {
         let size = std::mem::size_of_val(&future);
 
         eprintln!(
-            "client future: {size} bytes; Session {} Stream {} ParamValues {} SessionSettings {} Lease {} RelayState {}",
+            "client future: {size} bytes; parked Session {}; Session {} Stream {} ParamValues {} SessionSettings {} Lease {} RelayState {}",
+            std::mem::size_of::<Session<std::net::TcpStream>>(),
             std::mem::size_of::<Session>(),
             std::mem::size_of::<Stream>(),
             std::mem::size_of::<ParamValues>(),
@@ -711,6 +713,8 @@ mod tests {
             std::mem::size_of::<Lease>(),
             std::mem::size_of::<RelayState>(),
         );
-        assert!(size <= 400, "client future is {size} bytes");
+        assert!(size <= 3072, "client future is {size} bytes");
+        let parked = std::mem::size_of::<Session<std::net::TcpStream>>();
+        assert!(parked <= 192, "a parked session is {parked} bytes");
     }
 }
