@@ -117,15 +117,15 @@ impl Node {
         );
     }
 
-    /// The tenant's `tidepool_client_connections`.
-    fn clients_of(&self, tenant: &str) -> u64 {
+    /// Metric `name` of the tenant's user.
+    fn of_tenant(&self, name: &str, tenant: &str) -> u64 {
         let body = self.metrics();
-        let prefix = format!("tidepool_client_connections{{tenant=\"{tenant}\",");
+        let prefix = format!("{name}{{tenant=\"{tenant}\",");
         body.lines()
             .find(|line| line.starts_with(&prefix))
             .and_then(|line| line.rsplit(' ').next())
             .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no client count for {tenant}:\n{body}"))
+            .unwrap_or_else(|| panic!("no {name} for {tenant}:\n{body}"))
     }
 }
 
@@ -163,8 +163,12 @@ async fn parked_clients_come_back_with_their_session_and_leave_cleanly() {
     for _ in 0..CLIENTS {
         clients.push(connect(&url).await);
     }
-    // Parked right after the login.
+    // Parked right after the login, and counted for their tenant too.
     node.wait_parked(CLIENTS as u64);
+    assert_eq!(
+        node.of_tenant("tidepool_client_connections_parked", "main"),
+        CLIENTS as u64
+    );
 
     // Each client sets something of its own and prepares a statement: that gives
     // it a task again, and when it has been idle for a while it parks again.
@@ -197,10 +201,14 @@ async fn parked_clients_come_back_with_their_session_and_leave_cleanly() {
     let mut last = 0;
     assert!(
         wait_until(NO_HANG, || {
-            last = node.clients_of("main");
+            last = node.of_tenant("tidepool_client_connections", "main");
             last == (CLIENTS / 3) as u64
         }),
         "{last} clients counted"
+    );
+    assert_eq!(
+        node.of_tenant("tidepool_client_connections_parked", "main"),
+        (CLIENTS / 3) as u64
     );
     for client in &clients {
         assert_eq!(text(client, "SELECT 41 + 1").await, "42");

@@ -378,6 +378,9 @@ impl App {
                     .map_or("transaction", |u| u.mode.as_str());
                 let mut gauges = Gauges {
                     clients: u64::from(live.clients.load(std::sync::atomic::Ordering::Relaxed)),
+                    clients_parked: u64::from(
+                        live.parked.load(std::sync::atomic::Ordering::Relaxed),
+                    ),
                     ..Gauges::default()
                 };
                 if let Some(pool) = pools.get(&(e.tenant.id.clone(), name.clone())) {

@@ -109,6 +109,7 @@ pub struct Gauges {
     pub servers_idle: u64,
     pub servers_active: u64,
     pub clients_waiting: u64,
+    pub clients_parked: u64,
 }
 
 /// One (tenant, user) row of a scrape.
@@ -124,7 +125,7 @@ struct Family {
     help: &'static str,
 }
 
-const FAMILIES: [Family; 15] = [
+const FAMILIES: [Family; 16] = [
     Family {
         name: "tidepool_client_connections",
         kind: "gauge",
@@ -154,6 +155,11 @@ const FAMILIES: [Family; 15] = [
         name: "tidepool_clients_waiting",
         kind: "gauge",
         help: "Clients waiting for a server connection.",
+    },
+    Family {
+        name: "tidepool_client_connections_parked",
+        kind: "gauge",
+        help: "Idle clients parked outside the runtime until they send something.",
     },
     Family {
         name: "tidepool_transactions_total",
@@ -229,14 +235,15 @@ pub fn render(rows: &[Row<'_>], out: &mut String) {
                 3 => g.servers_idle,
                 4 => g.servers_active,
                 5 => g.clients_waiting,
-                6 => s.transactions.load(Ordering::Relaxed),
-                7 => s.queries.load(Ordering::Relaxed),
-                8 => s.client_bytes_in.load(Ordering::Relaxed),
-                9 => s.client_bytes_out.load(Ordering::Relaxed),
-                10 => s.statements_hit.load(Ordering::Relaxed),
-                11 => s.statements_prepared.load(Ordering::Relaxed),
-                12 => s.statements_evicted.load(Ordering::Relaxed),
-                13 => {
+                6 => g.clients_parked,
+                7 => s.transactions.load(Ordering::Relaxed),
+                8 => s.queries.load(Ordering::Relaxed),
+                9 => s.client_bytes_in.load(Ordering::Relaxed),
+                10 => s.client_bytes_out.load(Ordering::Relaxed),
+                11 => s.statements_hit.load(Ordering::Relaxed),
+                12 => s.statements_prepared.load(Ordering::Relaxed),
+                13 => s.statements_evicted.load(Ordering::Relaxed),
+                14 => {
                     histogram(out, family.name, &labels, &s.checkout);
                     continue;
                 }

@@ -80,6 +80,8 @@ impl Signals {
 #[derive(Default)]
 pub struct UserLive {
     pub clients: AtomicU32,
+    /// Of `clients`, those parked outside the runtime.
+    pub parked: AtomicU32,
     pub stats: Arc<UserStats>,
 }
 
@@ -103,6 +105,15 @@ impl ClientSlot {
 
     pub fn tenant(&self) -> &Arc<TenantLive> {
         &self.tenant
+    }
+
+    /// Counts this client in or out of its user's parked clients.
+    pub fn count_parked(&self, parked: bool) {
+        if parked {
+            self.user.parked.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.user.parked.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 

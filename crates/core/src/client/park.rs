@@ -177,6 +177,7 @@ impl Parking {
         }
         let fd = client.stream.as_raw_fd();
         let beacon = client.stop.beacon().clone();
+        client.slot.count_parked(true);
         let (index, generation) = lot.insert(client);
         let token = token_of(index, generation);
         if let Err(e) = self
@@ -184,7 +185,11 @@ impl Parking {
             .register(&mut SourceFd(&fd), Token(token), Interest::READABLE)
         {
             tracing::warn!(error = %e, "cannot park a client");
-            return lot.take(index);
+            let client = lot.take(index);
+            if let Some(client) = &client {
+                client.slot.count_parked(false);
+            }
+            return client;
         }
         let mut ring = false;
         let group = lot
@@ -315,6 +320,7 @@ impl Parking {
     /// the epoll set.
     fn take(&self, lot: &mut Lot<Parked>, token: usize) -> Option<Parked> {
         let client = lot.take_token(token)?;
+        client.slot.count_parked(false);
         let _ = self
             .registry
             .deregister(&mut SourceFd(&client.stream.as_raw_fd()));
