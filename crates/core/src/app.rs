@@ -131,12 +131,14 @@ impl App {
             .as_ref()
     }
 
+    /// The parking place, if a client has been parked already.
+    fn parking_started(&self) -> Option<&Arc<Parking>> {
+        self.parking.get().and_then(Option::as_ref)
+    }
+
     /// The parking clock (seconds since the first park); 0 before it.
     pub fn parking_clock(&self) -> u32 {
-        match self.parking.get() {
-            Some(Some(p)) => p.clock(),
-            _ => 0,
-        }
+        self.parking_started().map_or(0, |p| p.clock())
     }
 
     pub fn config(&self) -> Arc<Config> {
@@ -404,10 +406,7 @@ impl App {
         let mut out = String::with_capacity(4096 + rows.len() * 2048);
         crate::metrics::render(&rows, &mut out);
         if only.is_none() {
-            let parked = match self.parking.get() {
-                Some(Some(p)) => p.parked(),
-                _ => 0,
-            };
+            let parked = self.parking_started().map_or(0, |p| p.parked());
             crate::metrics::render_process(parked, &mut out);
         }
         Some(out)

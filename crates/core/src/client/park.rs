@@ -180,17 +180,6 @@ impl Parking {
         client.slot.count_parked(true);
         let (index, generation) = lot.insert(client);
         let token = token_of(index, generation);
-        if let Err(e) = self
-            .registry
-            .register(&mut SourceFd(&fd), Token(token), Interest::READABLE)
-        {
-            tracing::warn!(error = %e, "cannot park a client");
-            let client = lot.take(index);
-            if let Some(client) = &client {
-                client.slot.count_parked(false);
-            }
-            return client;
-        }
         let mut ring = false;
         let group = lot
             .groups
@@ -204,6 +193,14 @@ impl Parking {
             // Enter the bell in the new group's signal.
             let mut cx = Context::from_waker(&self.bell_waker);
             ring |= group.watch.poll_fired(&mut cx).is_ready();
+        }
+        if let Err(e) = self
+            .registry
+            .register(&mut SourceFd(&fd), Token(token), Interest::READABLE)
+        {
+            tracing::warn!(error = %e, "cannot park a client");
+            // Undone the way a client leaves the lot.
+            return self.take(&mut lot, token);
         }
         if let Some(deadline) = deadline {
             ring |= lot.push_deadline(deadline, token);
@@ -294,18 +291,8 @@ impl Parking {
                 .map(|(key, _)| *key)
                 .collect();
             if !fired.is_empty() {
-                let tokens: Vec<usize> = lot
-                    .slots
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(index, slot)| {
-                        let client = slot.client.as_ref()?;
-                        let key = Arc::as_ptr(client.stop.beacon()) as usize;
-                        fired
-                            .contains(&key)
-                            .then(|| token_of(index as u32, slot.generation))
-                    })
-                    .collect();
+                let tokens = lot
+                    .tokens(|client| fired.contains(&(Arc::as_ptr(client.stop.beacon()) as usize)));
                 for token in tokens {
                     if let Some(client) = self.take(&mut lot, token) {
                         resumed.push((client, false));
@@ -341,14 +328,7 @@ impl Parking {
         {
             let mut lot = self.lock();
             lot.closed = true;
-            let tokens: Vec<usize> = lot
-                .slots
-                .iter()
-                .enumerate()
-                .filter(|(_, slot)| slot.client.is_some())
-                .map(|(index, slot)| token_of(index as u32, slot.generation))
-                .collect();
-            for token in tokens {
+            for token in lot.tokens(|_| true) {
                 if let Some(client) = self.take(&mut lot, token) {
                     resumed.push((client, false));
                 }
@@ -399,6 +379,16 @@ impl<C> Lot<C> {
         slot.next_free = self.free.replace(index);
         self.parked -= 1;
         Some(client)
+    }
+
+    /// The tokens of the clients held that `keep` picks.
+    fn tokens(&self, keep: impl Fn(&C) -> bool) -> Vec<usize> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter(|(_, slot)| slot.client.as_ref().is_some_and(&keep))
+            .map(|(index, slot)| token_of(index as u32, slot.generation))
+            .collect()
     }
 
     /// Whether `token` names the client its slot holds now.

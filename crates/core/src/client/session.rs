@@ -195,10 +195,10 @@ impl Handling for Boxed {
 fn run_transactions<M: Handling>(
     mut session: Session,
     timed_out: bool,
-) -> impl std::future::Future<Output = ()> + Send {
+) -> impl Future<Output = ()> + Send {
     async move {
         if timed_out {
-            Box::pin(session.handle(Event::IdleTimeout)).await;
+            M::handle(&mut session, Event::IdleTimeout).await;
             session.leave();
             return;
         }
