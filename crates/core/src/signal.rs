@@ -203,9 +203,7 @@ impl Watch {
 
 impl Drop for Watch {
     fn drop(&mut self) {
-        if self.place != NO_PLACE {
-            self.beacon.leave(self.place);
-        }
+        self.unwatch();
     }
 }
 
