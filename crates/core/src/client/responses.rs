@@ -123,18 +123,16 @@ impl ResponsePlan {
         self.entries.is_empty()
     }
 
-    /// This plan emptied for another transaction, keeping its queue's room
-    /// (unless a long pipeline made it large).
-    pub fn recycled(&mut self) -> Self {
-        let mut entries = std::mem::take(&mut self.entries);
-        entries.clear();
+    /// Empties this plan in place for another transaction, keeping its queue's
+    /// room (unless a long pipeline made it large).
+    pub fn reset(&mut self) {
+        let Self { entries, special } = self;
         if entries.capacity() > 64 {
-            entries = VecDeque::new();
+            *entries = VecDeque::new();
+        } else {
+            entries.clear();
         }
-        Self {
-            entries,
-            special: 0,
-        }
+        *special = 0;
     }
 
     /// A client request forwarded to the server.

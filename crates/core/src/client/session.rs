@@ -347,10 +347,13 @@ impl Session {
     }
 
     /// Adds what one relay did to the pool's statistics.
-    fn count_work(&self, relay: &RelayState, lease: &mut Lease, started: Instant) {
+    /// Counts a transaction that started at `started`; returns when it ended.
+    fn count_work(&self, relay: &RelayState, lease: &mut Lease, started: Instant) -> Instant {
         let stats = &self.pool.metrics;
-        stats.add_transaction(&relay.counts(), started.elapsed());
+        let ended = Instant::now();
+        stats.add_transaction(&relay.counts(), ended.saturating_duration_since(started));
         stats.add_statements(std::mem::take(&mut lease.conn.statements.counts));
+        ended
     }
 
     /// A client cut off mid-transaction (its tenant deleted or terminated, or the
@@ -563,7 +566,7 @@ impl Session {
             ) => end,
             _ = self.kill.fired() => RelayEnd::ClientIo(std::io::ErrorKind::TimedOut.into()),
         };
-        self.count_work(&relay, &mut lease, started);
+        let ended = self.count_work(&relay, &mut lease, started);
         let killed = self.tell_if_killed(&mut relay).await;
         self.cancel.unbind().await;
         if !relay.param_changes.is_empty() {
@@ -595,7 +598,9 @@ impl Session {
                 }
             }
         }
-        self.pool.release(lease);
+        // The end of the relay stands for the time it was last used (the settings
+        // read above takes a round trip at most).
+        self.pool.release_at(lease, ended);
         Flow::Continue
     }
 

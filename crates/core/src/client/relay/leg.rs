@@ -29,27 +29,39 @@ pub(super) struct Leg {
 
 impl Leg {
     pub fn new(max_message: usize) -> Self {
-        Self::with_buffers(RelayBuf::take(), BytesMut::new(), max_message)
-    }
-
-    /// This leg emptied for another transaction, keeping its buffers.
-    pub fn recycled(&mut self, max_message: usize) -> Self {
-        let mut buf = std::mem::take(&mut self.buf);
-        buf.clear();
-        Self::with_buffers(buf, super::recycled_bytes(&mut self.out), max_message)
-    }
-
-    fn with_buffers(buf: RelayBuf, out: BytesMut, max_message: usize) -> Self {
         Self {
-            buf,
+            buf: RelayBuf::take(),
             start: 0,
             end: 0,
-            out,
+            out: BytesMut::new(),
             out_pos: 0,
             needs_flush: false,
             scanner: MessageScanner::new(max_message),
             total_read: 0,
         }
+    }
+
+    /// Empties this leg in place for another transaction, keeping its buffers.
+    /// Every field is named (no `..`), so a field added later must be reset here.
+    pub fn reset(&mut self, max_message: usize) {
+        let Self {
+            buf,
+            start,
+            end,
+            out,
+            out_pos,
+            needs_flush,
+            scanner,
+            total_read,
+        } = self;
+        buf.clear();
+        *start = 0;
+        *end = 0;
+        super::recycle_bytes(out);
+        *out_pos = 0;
+        *needs_flush = false;
+        *scanner = MessageScanner::new(max_message);
+        *total_read = 0;
     }
 
     pub fn is_drained(&self) -> bool {

@@ -73,22 +73,14 @@ thread_local! {
         const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Allocations a recycled relay state keeps.
-#[derive(Default)]
-struct Spare {
-    client_inbox: BytesMut,
-    server_inbox: BytesMut,
-    held_answers: BytesMut,
-}
-
-/// An empty buffer with the room of `buf`, unless that room is too large to keep.
-pub(super) fn recycled_bytes(buf: &mut BytesMut) -> BytesMut {
-    let mut buf = std::mem::take(buf);
-    buf.clear();
+/// Empties `buf` for another transaction, keeping its room unless that room is too
+/// large to keep.
+pub(super) fn recycle_bytes(buf: &mut BytesMut) {
     if buf.capacity() > KEEP_CAPACITY {
-        return BytesMut::new();
+        *buf = BytesMut::new();
+    } else {
+        buf.clear();
     }
-    buf
 }
 
 /// A relay state lent for one transaction (or one session), returned to its
@@ -186,13 +178,25 @@ impl RelayState {
     }
 
     pub fn new(max_client_message: usize) -> Self {
-        Self::fresh(
+        Self {
+            to_server: Leg::new(max_client_message),
+            to_client: Leg::new(DEFAULT_MAX_MESSAGE_LEN),
+            tracker: TxnTracker::default(),
+            client_end: None,
+            server_dirty: false,
+            server_error_seen: false,
+            param_changes: ParamValues::default(),
+            capture: None,
+            plan: ResponsePlan::default(),
+            client_inbox: BytesMut::new(),
+            client_stream_left: 0,
+            client_unread: 0,
+            server_inbox: BytesMut::new(),
+            held_answers: BytesMut::new(),
             max_client_message,
-            Leg::new(max_client_message),
-            Leg::new(DEFAULT_MAX_MESSAGE_LEN),
-            ResponsePlan::default(),
-            Spare::default(),
-        )
+            hints: SessionHints::default(),
+            barrier: false,
+        }
     }
 
     /// A relay state for a new transaction: one this worker thread used before
@@ -209,46 +213,49 @@ impl RelayState {
         PooledRelay(Some(relay))
     }
 
-    /// Every field from scratch except the allocations worth keeping; a struct
-    /// literal, so that a field added later cannot be carried over by mistake.
-    fn fresh(
-        max_client_message: usize,
-        to_server: Leg,
-        to_client: Leg,
-        plan: ResponsePlan,
-        spare: Spare,
-    ) -> Self {
-        Self {
+    /// Resets this state in place for another transaction, keeping its buffers and
+    /// queues: no 600-byte move and no drop of the old value. Every field is named
+    /// in the pattern (no `..`), so a field added later fails to compile until it
+    /// is reset here.
+    fn reset(&mut self, max_client_message: usize) {
+        let Self {
             to_server,
             to_client,
-            tracker: TxnTracker::default(),
-            client_end: None,
-            server_dirty: false,
-            server_error_seen: false,
-            param_changes: ParamValues::default(),
-            capture: None,
+            tracker,
+            client_end,
+            server_dirty,
+            server_error_seen,
+            param_changes,
+            capture,
             plan,
-            client_inbox: spare.client_inbox,
-            client_stream_left: 0,
-            client_unread: 0,
-            server_inbox: spare.server_inbox,
-            held_answers: spare.held_answers,
-            max_client_message,
-            hints: SessionHints::default(),
-            barrier: false,
+            client_inbox,
+            client_stream_left,
+            client_unread,
+            server_inbox,
+            held_answers,
+            max_client_message: max_message,
+            hints,
+            barrier,
+        } = self;
+        to_server.reset(max_client_message);
+        to_client.reset(DEFAULT_MAX_MESSAGE_LEN);
+        *tracker = TxnTracker::default();
+        *client_end = None;
+        *server_dirty = false;
+        *server_error_seen = false;
+        if !param_changes.is_empty() {
+            *param_changes = ParamValues::default();
         }
-    }
-
-    fn reset(&mut self, max_client_message: usize) {
-        let to_server = self.to_server.recycled(max_client_message);
-        let to_client = self.to_client.recycled(DEFAULT_MAX_MESSAGE_LEN);
-        let plan = self.plan.recycled();
-        let spare = Spare {
-            client_inbox: recycled_bytes(&mut self.client_inbox),
-            server_inbox: recycled_bytes(&mut self.server_inbox),
-            held_answers: recycled_bytes(&mut self.held_answers),
-        };
-        *self = Self::fresh(max_client_message, to_server, to_client, plan, spare);
+        *capture = None;
+        plan.reset();
+        recycle_bytes(client_inbox);
+        *client_stream_left = 0;
+        *client_unread = 0;
+        recycle_bytes(server_inbox);
+        recycle_bytes(held_answers);
+        *max_message = max_client_message;
+        *hints = SessionHints::default();
+        *barrier = false;
     }
 
     /// True when the server connection can be reused once the tracker says idle:
@@ -437,6 +444,11 @@ mod tests {
             relay.server_error_seen = true;
             relay.barrier = true;
             relay.client_unread = 7;
+            relay.client_stream_left = 9;
+            relay.server_dirty = true;
+            relay.client_end = Some(RelayEnd::ClientClosed);
+            relay.to_server.end = 3;
+            relay.server_inbox.extend_from_slice(b"partial");
             relay.param_changes.set("application_name", "first");
             relay.plan.forward(ResponseEnd::Ready, Undo::None);
             relay.client_inbox.extend_from_slice(b"left over");
@@ -451,6 +463,9 @@ mod tests {
         assert!(!relay.hints.pin && !relay.hints.settings);
         assert!(!relay.server_error_seen && !relay.barrier);
         assert_eq!(relay.client_unread, 0);
+        assert_eq!(relay.client_stream_left, 0);
+        assert!(!relay.server_dirty && relay.client_end.is_none());
+        assert!(!relay.has_client_bytes() && relay.server_inbox.is_empty());
         assert!(relay.param_changes.is_empty());
         assert!(relay.plan.is_empty() && relay.plan.is_plain());
         assert!(relay.client_inbox.is_empty() && relay.held_answers.is_empty());
