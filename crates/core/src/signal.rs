@@ -21,12 +21,18 @@ pub struct Beacon {
 #[derive(Default)]
 struct Watchers {
     /// Registered wakers; `None` where a watcher left.
-    wakers: Vec<Option<Waker>>,
+    wakers: Vec<Option<Entered>>,
     /// Free places in `wakers`.
     free: Vec<u32>,
     children: Vec<Weak<Beacon>>,
     /// Length of `children` after the last sweep of dropped ones.
     swept: usize,
+}
+
+/// A watcher's waker, and whether [`Beacon::nudge`] wakes it.
+struct Entered {
+    waker: Waker,
+    nudge: bool,
 }
 
 impl Beacon {
@@ -69,8 +75,8 @@ impl Beacon {
                 std::mem::take(&mut state.children),
             )
         };
-        for waker in wakers.into_iter().flatten() {
-            waker.wake();
+        for entered in wakers.into_iter().flatten() {
+            entered.waker.wake();
         }
         for child in children {
             if let Some(child) = child.upgrade() {
@@ -79,13 +85,16 @@ impl Beacon {
         }
     }
 
-    /// Wakes every watcher without firing, this signal's and its children's (the
-    /// parking clock uses it to have idle clients look at the time).
+    /// Wakes the watchers that asked for it ([`Watch::nudged`]) without firing,
+    /// this signal's and its children's (the parking clock uses it to have idle
+    /// clients that may park look at the time; other watchers sleep on).
     pub fn nudge(&self) {
         let children = {
             let state = self.lock();
-            for waker in state.wakers.iter().flatten() {
-                waker.wake_by_ref();
+            for entered in state.wakers.iter().flatten() {
+                if entered.nudge {
+                    entered.waker.wake_by_ref();
+                }
             }
             state.children.clone()
         };
@@ -97,14 +106,17 @@ impl Beacon {
     }
 
     /// Enters `waker`; returns its place, or `None` if the signal has fired.
-    fn enter(&self, waker: &Waker) -> Option<u32> {
+    fn enter(&self, waker: &Waker, nudge: bool) -> Option<u32> {
         let mut state = self.lock();
         // Checked under the lock: `fire` sets the flag before taking the lock, so
         // either it sees this waker or this sees the flag.
         if self.fired.load(Ordering::SeqCst) {
             return None;
         }
-        let waker = Some(waker.clone());
+        let waker = Some(Entered {
+            waker: waker.clone(),
+            nudge,
+        });
         match state.free.pop() {
             Some(place) => {
                 if let Some(slot) = state.wakers.get_mut(place as usize) {
@@ -122,8 +134,8 @@ impl Beacon {
     /// Replaces the waker at `place` (the watcher moved to another task).
     fn replace(&self, place: u32, waker: &Waker) {
         let mut state = self.lock();
-        if let Some(slot) = state.wakers.get_mut(place as usize) {
-            *slot = Some(waker.clone());
+        if let Some(Some(entered)) = state.wakers.get_mut(place as usize) {
+            entered.waker.clone_from(waker);
         }
     }
 
@@ -144,18 +156,30 @@ const NO_PLACE: u32 = u32::MAX;
 pub struct Watch {
     beacon: Arc<Beacon>,
     place: u32,
+    /// Whether [`Beacon::nudge`] wakes this watcher, not only firing.
+    nudge: bool,
     /// The data pointer of the waker entered, to tell another waker without the
     /// lock (kept as a number: it is only compared).
     waker_data: usize,
 }
 
 impl Watch {
+    /// A watch woken only when the beacon fires.
     pub fn new(beacon: Arc<Beacon>) -> Self {
         Self {
             beacon,
             place: NO_PLACE,
+            nudge: false,
             waker_data: 0,
         }
+    }
+
+    /// A watch also woken by every [`Beacon::nudge`] (an idle client that may be
+    /// parked, which must look at the parking clock).
+    pub fn nudged(beacon: Arc<Beacon>) -> Self {
+        let mut watch = Self::new(beacon);
+        watch.nudge = true;
+        watch
     }
 
     pub fn is_fired(&self) -> bool {
@@ -170,7 +194,7 @@ impl Watch {
         }
         let data = cx.waker().data() as usize;
         if self.place == NO_PLACE {
-            match self.beacon.enter(cx.waker()) {
+            match self.beacon.enter(cx.waker(), self.nudge) {
                 Some(place) => self.place = place,
                 None => return Poll::Ready(()),
             }
@@ -248,6 +272,63 @@ mod tests {
         let mut second = Watch::new(beacon.clone());
         let _ = tokio::time::timeout(Duration::from_millis(1), second.fired()).await;
         assert_eq!(beacon.lock().wakers.len(), 1, "the free place was reused");
+    }
+
+    /// Counts its wakes.
+    struct Wakes(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Wakes {
+        fn wake(self: Arc<Self>) {
+            self.wake_by_ref();
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn counter() -> (Arc<Wakes>, Waker) {
+        let wakes = Arc::new(Wakes(0.into()));
+        (wakes.clone(), Waker::from(wakes))
+    }
+
+    #[test]
+    fn a_nudge_wakes_only_nudged_watchers_and_fires_nothing() {
+        let root = Beacon::new();
+        let tenant = root.child();
+        let (quiet_wakes, quiet_waker) = counter();
+        let (nudged_wakes, nudged_waker) = counter();
+        let mut quiet = Watch::new(tenant.clone());
+        let mut nudged = Watch::nudged(tenant.clone());
+        assert!(quiet
+            .poll_fired(&mut Context::from_waker(&quiet_waker))
+            .is_pending());
+        assert!(nudged
+            .poll_fired(&mut Context::from_waker(&nudged_waker))
+            .is_pending());
+        root.nudge();
+        root.nudge();
+        assert_eq!(
+            nudged_wakes.0.load(Ordering::SeqCst),
+            2,
+            "nudged through the child"
+        );
+        assert_eq!(quiet_wakes.0.load(Ordering::SeqCst), 0);
+        assert!(!tenant.is_fired());
+        // A watcher that moves to another task keeps its choice.
+        let (moved_wakes, moved_waker) = counter();
+        assert!(nudged
+            .poll_fired(&mut Context::from_waker(&moved_waker))
+            .is_pending());
+        root.nudge();
+        assert_eq!(moved_wakes.0.load(Ordering::SeqCst), 1);
+        assert_eq!(nudged_wakes.0.load(Ordering::SeqCst), 2);
+        // Firing wakes both.
+        root.fire();
+        assert_eq!(quiet_wakes.0.load(Ordering::SeqCst), 1);
+        assert_eq!(moved_wakes.0.load(Ordering::SeqCst), 2);
+        assert!(quiet
+            .poll_fired(&mut Context::from_waker(&quiet_waker))
+            .is_ready());
     }
 
     #[test]

@@ -358,13 +358,21 @@ pub(super) async fn login(
     backend::ready_for_query(TransactionStatus::Idle, &mut out);
     let signals = route.entry.live.signals();
     let wanted = pool.share_wanted(Arc::unwrap_or_clone(wanted));
+    // Only a client that may be parked (plain TCP, transaction mode) needs the
+    // parking clock's nudges; a TLS or session-mode client sleeps until it has
+    // something to do.
+    let stop = if matches!(stream, Stream::Plain(_)) && user.mode == PoolMode::Transaction {
+        Watch::nudged(signals.stop)
+    } else {
+        Watch::new(signals.stop)
+    };
     let mut session = Session {
         app: app.clone(),
         stream,
         pool,
         tenant: tenant.clone(),
         user: user.clone(),
-        stop: Watch::new(signals.stop),
+        stop,
         kill: Watch::new(signals.kill),
         idle_sleep: None,
         cancel_key,
