@@ -153,6 +153,61 @@ async fn many_clients_share_a_small_pool_in_transaction_mode() {
     assert_eq!(per_client, i64::from(CLIENTS * ROUNDS));
 }
 
+/// Far more clients than servers, all asking at once: a client that queues behind
+/// a long line gives its relay state back while it waits and keeps only the bytes
+/// it read. Each must still get its own answers, through named prepared
+/// statements (moved between servers) and simple queries alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_long_queue_keeps_every_clients_query() {
+    const CLIENTS: i32 = 160;
+    const ROUNDS: i32 = 3;
+
+    let pg = PgServer::start();
+    pg.create_user(USER, PASSWORD).await;
+    let pooler = TidepoolProc::start_single(&pg, USER, PASSWORD, 2, PoolMode::Transaction);
+    let url = pooler.url(USER, PASSWORD, "postgres");
+    let start = std::sync::Arc::new(tokio::sync::Barrier::new(CLIENTS as usize));
+
+    let mut workers = Vec::new();
+    for client_id in 0..CLIENTS {
+        let url = url.clone();
+        let start = start.clone();
+        workers.push(tokio::spawn(async move {
+            let client = common::connect(&url).await;
+            // Each server holds a query some milliseconds, so the line grows to
+            // nearly every client.
+            let statement = client
+                .prepare("SELECT $1::int4 * 10 + 1 FROM pg_sleep(0.005)")
+                .await
+                .unwrap();
+            start.wait().await;
+            for round in 0..ROUNDS {
+                let prepared: i32 = client
+                    .query_one(&statement, &[&(client_id * 100 + round)])
+                    .await
+                    .unwrap()
+                    .get(0);
+                assert_eq!(prepared, (client_id * 100 + round) * 10 + 1);
+                let simple = simple_value(
+                    &client,
+                    &format!("SELECT {client_id} * 1000 + {round} FROM pg_sleep(0.002)"),
+                )
+                .await;
+                assert_eq!(simple, (client_id * 1000 + round).to_string());
+            }
+        }));
+    }
+    let all = async {
+        for worker in workers {
+            worker.await.expect("a client task failed");
+        }
+    };
+    tokio::time::timeout(NO_HANG, all)
+        .await
+        .expect("the clients did not finish");
+    assert!(pg.count_backends(USER).await <= 2);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transaction_block_keeps_its_server_connection() {
     let pg = PgServer::start();

@@ -15,7 +15,7 @@ use tokio::net::TcpStream;
 
 use super::login::{client_error_of, login, send_fatal, sync_params};
 use super::park::NOT_PARKING;
-use super::relay::{PooledRelay, RelayEnd, RelayState, RelayUntil, StatementCtx};
+use super::relay::{PooledRelay, Queued, RelayEnd, RelayState, RelayUntil, StatementCtx};
 use super::statements::ClientStatements;
 use crate::app::App;
 use crate::cancel::{CancelTarget, ClientKey};
@@ -537,6 +537,7 @@ impl Session {
                 Err(_) => Flow::Stop,
             };
         }
+        let queued = Queued::new(relay, tracked, self.pool.queued());
         let mut lease = match self.checkout().await {
             Ok(l) => l,
             Err(e) => {
@@ -545,6 +546,7 @@ impl Session {
                 return Flow::Stop;
             }
         };
+        let mut relay = queued.resume(self.max_message);
         let settings = self.settings.as_deref().unwrap_or(&NO_SETTINGS);
         if let Err(e) = sync_params(&mut self.wanted, settings, &mut lease).await {
             tracing::warn!(pool = %self.pool.name, error = %e, "cannot apply the client's settings");

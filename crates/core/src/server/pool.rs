@@ -159,6 +159,11 @@ impl Pool {
     }
 
     /// Lends a server connection: an idle one if any is healthy, else a new one.
+    /// Clients waiting for a connection now (a hint: it changes at any time).
+    pub fn queued(&self) -> usize {
+        self.stats.waiting.load(Ordering::Relaxed) as usize
+    }
+
     pub async fn checkout(&self) -> Result<Lease, CheckoutError> {
         let limits = self.limits.load();
         let wait = limits.checkout_timeout;

@@ -68,6 +68,20 @@ impl Leg {
         self.start == self.end && self.out_pos == self.out.len() && !self.needs_flush
     }
 
+    /// True when the pooler wrote bytes of its own to this leg.
+    pub fn has_out(&self) -> bool {
+        !self.out.is_empty()
+    }
+
+    /// Puts `bytes` in this empty leg as if just read from its source.
+    pub fn refill(&mut self, bytes: &[u8]) {
+        self.buf.clear();
+        self.buf.bytes_mut().extend_from_slice(bytes);
+        self.start = 0;
+        self.end = bytes.len();
+        self.total_read += bytes.len() as u64;
+    }
+
     pub fn has_raw(&self) -> bool {
         self.start < self.end
     }

@@ -121,6 +121,47 @@ impl Drop for PooledRelay {
     }
 }
 
+/// A relay state while its client waits for a server connection.
+pub enum Queued {
+    /// Kept: few clients wait, and the state comes back warm.
+    Held(PooledRelay),
+    /// Given back to the worker, keeping only the client bytes read before the
+    /// wait (statement tracking): with many more clients than servers, the states
+    /// in use stay about as few as the servers, and warm in cache.
+    Stashed(Box<[u8]>),
+}
+
+impl Queued {
+    /// `relay` for a wait behind `ahead` other clients. Held while the queue is
+    /// shorter than the states a worker keeps (they come back warm; a stash would
+    /// cost an allocation and two copies); stashed beyond, when its bytes were read
+    /// with statement tracking (`read_client(.., true)`).
+    pub fn new(relay: PooledRelay, tracked: bool, ahead: usize) -> Self {
+        if tracked
+            && ahead >= KEEP_RELAYS_PER_THREAD
+            && relay.client_unread > 0
+            && !relay.to_server.has_out()
+        {
+            Self::Stashed(Box::from(relay.unread_client_bytes()))
+        } else {
+            Self::Held(relay)
+        }
+    }
+
+    /// The relay state again once the client has a server.
+    pub fn resume(self, max_client_message: usize) -> PooledRelay {
+        match self {
+            Self::Held(relay) => relay,
+            Self::Stashed(bytes) => {
+                let mut relay = RelayState::take(max_client_message);
+                relay.to_server.refill(&bytes);
+                relay.client_unread = bytes.len();
+                relay
+            }
+        }
+    }
+}
+
 /// The relay's state for one client and one bound server connection.
 pub struct RelayState {
     to_server: Leg,
@@ -432,6 +473,35 @@ impl RelayState {
 mod tests {
     use super::*;
     use crate::client::responses::{ResponseEnd, Undo};
+
+    /// A client queued for a server behind a long line gives its relay state back
+    /// and gets one with the same bytes to forward when its turn comes.
+    #[test]
+    fn a_stashed_relay_comes_back_with_the_bytes_read() {
+        let query = b"Q\0\0\0\x0dSELECT 1\0";
+        let mut relay = RelayState::take(1000);
+        relay.to_server.refill(query);
+        relay.client_unread = query.len();
+        // A short queue: kept.
+        let Queued::Held(relay) = Queued::new(relay, true, KEEP_RELAYS_PER_THREAD - 1) else {
+            panic!("stashed behind a short queue");
+        };
+        let queued = Queued::new(relay, true, KEEP_RELAYS_PER_THREAD);
+        assert!(matches!(queued, Queued::Stashed(ref b) if &b[..] == query));
+        let relay = queued.resume(1000);
+        assert_eq!(relay.unread_client_bytes(), query);
+        assert!(relay.has_client_bytes());
+        assert_eq!(relay.counts().bytes_in, query.len() as u64);
+        // Nothing read with tracking (or not asked to): kept as it is.
+        assert!(matches!(
+            Queued::new(RelayState::take(1000), true, 1000),
+            Queued::Held(_)
+        ));
+        let mut relay = RelayState::take(1000);
+        relay.to_server.refill(query);
+        relay.client_unread = query.len();
+        assert!(matches!(Queued::new(relay, false, 1000), Queued::Held(_)));
+    }
 
     /// A relay state used by one transaction comes back to the next one as new:
     /// nothing of the first transaction (or client) is carried over.
