@@ -165,9 +165,13 @@ impl Pool {
     }
 
     pub async fn checkout(&self) -> Result<Lease, CheckoutError> {
-        let limits = self.limits.load();
-        let wait = limits.checkout_timeout;
-        let max_lifetime = limits.max_lifetime;
+        // Copied out: an arc-swap guard held across the wait below would pin one of
+        // the thread's few fast slots per waiting client, and past them every
+        // load takes the slow path.
+        let (wait, max_lifetime) = {
+            let limits = self.limits.load();
+            (limits.checkout_timeout, limits.max_lifetime)
+        };
         let permit = match self.permits.clone().try_acquire_owned() {
             Ok(p) => p,
             Err(tokio::sync::TryAcquireError::Closed) => return Err(CheckoutError::Closed),
@@ -209,7 +213,8 @@ impl Pool {
 
     async fn open(&self) -> Result<Box<ServerConn>, ConnectError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let limits = self.limits.load();
+        // A counted reference, not a guard: it is held across the connect.
+        let limits = self.limits.load_full();
         match connect(&self.target, id, limits.connect_timeout).await {
             Ok(mut conn) => {
                 conn.statements = ServerStatements::new(limits.max_prepared_statements as usize);
