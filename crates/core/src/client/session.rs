@@ -346,8 +346,8 @@ impl Session {
         }
     }
 
-    /// Adds what one relay did to the pool's statistics.
-    /// Counts a transaction that started at `started`; returns when it ended.
+    /// Adds what one relay, started at `started`, did to the pool's statistics;
+    /// returns the time it ended (read once, for the release too).
     fn count_work(&self, relay: &RelayState, lease: &mut Lease, started: Instant) -> Instant {
         let stats = &self.pool.metrics;
         let ended = Instant::now();

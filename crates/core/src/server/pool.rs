@@ -158,12 +158,12 @@ impl Pool {
         self.idle.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Lends a server connection: an idle one if any is healthy, else a new one.
     /// Clients waiting for a connection now (a hint: it changes at any time).
     pub fn queued(&self) -> usize {
         self.stats.waiting.load(Ordering::Relaxed) as usize
     }
 
+    /// Lends a server connection: an idle one if any is healthy, else a new one.
     pub async fn checkout(&self) -> Result<Lease, CheckoutError> {
         // Copied out: an arc-swap guard held across the wait below would pin one of
         // the thread's few fast slots per waiting client, and past them every
