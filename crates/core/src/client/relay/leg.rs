@@ -77,9 +77,15 @@ impl Leg {
     pub fn refill(&mut self, bytes: &[u8]) {
         self.buf.clear();
         self.buf.bytes_mut().extend_from_slice(bytes);
+        self.filled(bytes.len());
+    }
+
+    /// Notes that the buffer now holds `n` bytes read from the source, all still
+    /// to forward.
+    fn filled(&mut self, n: usize) {
         self.start = 0;
-        self.end = bytes.len();
-        self.total_read += bytes.len() as u64;
+        self.end = n;
+        self.total_read += n as u64;
     }
 
     pub fn has_raw(&self) -> bool {
@@ -147,9 +153,7 @@ impl Leg {
         self.buf.clear();
         match tokio_util::io::poll_read_buf(Pin::new(from), cx, self.buf.bytes_mut()) {
             Poll::Ready(Ok(n)) => {
-                self.start = 0;
-                self.end = n;
-                self.total_read += n as u64;
+                self.filled(n);
                 Poll::Ready(Ok(n))
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
