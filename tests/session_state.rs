@@ -61,6 +61,26 @@ async fn settings_follow_their_client_and_never_leak() {
         assert_eq!(show(&b, "statement_timeout").await, "0");
         assert_ne!(show(&b, "TimeZone").await, "Asia/Tokyo");
     }
+    // A SET after another statement, or behind a comment, counts as well (the
+    // pre-check passes over `SET` inside an UPDATE and over `OFFSET`). Each is
+    // checked before the next: reading one client's settings back reads them all.
+    for (sql, setting, value) in [
+        (
+            "SELECT 1 OFFSET 0;SET lock_timeout = '3s'",
+            "lock_timeout",
+            "3s",
+        ),
+        (
+            "/* why */ SET idle_in_transaction_session_timeout = '4s'",
+            "idle_in_transaction_session_timeout",
+            "4s",
+        ),
+    ] {
+        a.batch_execute(sql).await.unwrap();
+        assert_eq!(pid(&a).await, pid(&b).await, "one server for both");
+        assert_eq!(show(&b, setting).await, "0", "{sql}");
+        assert_eq!(show(&a, setting).await, value, "{sql}");
+    }
     // SET LOCAL stays inside its transaction; a rolled-back SET is undone.
     a.batch_execute("BEGIN; SET LOCAL work_mem = '9MB'; COMMIT")
         .await

@@ -118,46 +118,64 @@ fn words(stmt: &str) -> impl Iterator<Item = String> + '_ {
 }
 
 /// Words whose presence makes [`session_hints`] (or a statement reset check) worth
-/// running.
-const TRIGGERS: [&[u8]; 8] = [
-    b"set",
-    b"discard",
-    b"dealloc",
-    b"advisory",
-    b"temp",
-    b"hold",
-    b"prepare",
-    b"listen",
+/// running, each with where it must stand to count (see [`Place`]).
+const TRIGGERS: [(&[u8], Place); 9] = [
+    (b"set", Place::Leading),
+    (b"reset", Place::Leading),
+    (b"discard", Place::Anywhere),
+    (b"dealloc", Place::Anywhere),
+    (b"advisory", Place::Anywhere),
+    (b"temp", Place::WordStart),
+    (b"hold", Place::WordStart),
+    (b"prepare", Place::WordStart),
+    (b"listen", Place::WordStart),
 ];
+
+/// Where a trigger word must stand for [`session_hints`] or [`may_drop_statements`]
+/// to care about it. Each place is a necessary condition of what those functions
+/// look for, so the pre-check never hides a statement they would flag.
+#[derive(Clone, Copy)]
+enum Place {
+    /// Inside any word (`pg_advisory_lock`), or anywhere for the statement-dropping
+    /// search.
+    Anywhere,
+    /// At the start of a word: `CREATE TEMP`, `WITH HOLD`, `PREPARE`, `LISTEN`
+    /// (not `threshold` or `attempt`).
+    WordStart,
+    /// The first word of a statement (`SET`, `RESET`; not `UPDATE t SET` or
+    /// `OFFSET`), or `set_config`.
+    Leading,
+}
 
 /// For each byte folded with `| 0x20` (which lower-cases ASCII letters): the
 /// triggers whose byte at `at` it is, one bit each.
-const fn triggers_by_byte(at: usize) -> [u8; 256] {
-    let mut table = [0u8; 256];
+const fn triggers_by_byte(at: usize) -> [u16; 256] {
+    let mut table = [0u16; 256];
     let mut i = 0;
     while i < TRIGGERS.len() {
-        table[TRIGGERS[i][at] as usize] |= 1 << i;
+        table[TRIGGERS[i].0[at] as usize] |= 1 << i;
         i += 1;
     }
     table
 }
-const TRIGGERS_BY_FIRST: [u8; 256] = triggers_by_byte(0);
-const TRIGGERS_BY_SECOND: [u8; 256] = triggers_by_byte(1);
+const TRIGGERS_BY_FIRST: [u16; 256] = triggers_by_byte(0);
+const TRIGGERS_BY_SECOND: [u16; 256] = triggers_by_byte(1);
 
 /// A single pass without allocation: false when `sql` cannot hold any statement
-/// [`session_hints`] cares about (the common case, kept cheap for the hot path:
-/// two table look-ups per byte; a whole word is compared only where its first two
-/// letters are).
+/// [`session_hints`] or [`may_drop_statements`] cares about (the common case, kept
+/// cheap for the hot path: two table look-ups per byte; a whole word is compared,
+/// and its place checked, only where its first two letters are).
 pub fn might_touch_session(sql: &[u8]) -> bool {
     let Some((&first, rest)) = sql.split_first() else {
         return false;
     };
+    let mut comments = Comments::Unknown;
     // Triggers that the previous byte may begin, carried to the next byte.
     let mut begun = TRIGGERS_BY_FIRST[usize::from(first | 0x20)];
     for (i, &byte) in rest.iter().enumerate() {
         let folded = usize::from(byte | 0x20);
         let candidates = begun & TRIGGERS_BY_SECOND[folded];
-        if candidates != 0 && trigger_at(&sql[i..], candidates) {
+        if candidates != 0 && trigger_at(sql, i, candidates, &mut comments) {
             return true;
         }
         begun = TRIGGERS_BY_FIRST[folded];
@@ -165,22 +183,88 @@ pub fn might_touch_session(sql: &[u8]) -> bool {
     false
 }
 
-/// Whether one of the `candidates` (bits of [`TRIGGERS`]) begins `text`, either case.
-/// Rarely called: kept out of the byte loop.
+/// Whether `sql` holds a comment opener, found out once and only when needed.
+#[derive(Clone, Copy)]
+enum Comments {
+    Unknown,
+    Known(bool),
+}
+
+impl Comments {
+    fn any(&mut self, sql: &[u8]) -> bool {
+        if let Self::Known(any) = *self {
+            return any;
+        }
+        let any = sql.windows(2).any(|w| w == b"--" || w == b"/*");
+        *self = Self::Known(any);
+        any
+    }
+}
+
+/// An ASCII byte that continues an identifier. Bytes of other characters count as
+/// word breaks: some are spaces to the statement splitter.
+fn in_word(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || byte == b'_' || byte == b'$'
+}
+
+/// ASCII white space as Postgres and `char::is_whitespace` see it (with `\x0b`,
+/// which `u8::is_ascii_whitespace` leaves out).
+fn is_space(byte: u8) -> bool {
+    matches!(byte, b' ' | b'\t' | b'\n' | b'\x0b' | b'\x0c' | b'\r')
+}
+
+/// Whether one of the `candidates` (bits of [`TRIGGERS`]) begins `sql[at..]`,
+/// either case, standing where it counts. Rarely called: kept out of the byte loop.
 #[cold]
 #[inline(never)]
-fn trigger_at(text: &[u8], mut candidates: u8) -> bool {
+fn trigger_at(sql: &[u8], at: usize, mut candidates: u16, comments: &mut Comments) -> bool {
+    let text = &sql[at..];
+    let before = &sql[..at];
     while candidates != 0 {
-        let trigger = TRIGGERS[candidates.trailing_zeros() as usize];
-        if text
-            .get(..trigger.len())
-            .is_some_and(|w| w.eq_ignore_ascii_case(trigger))
+        let (word, place) = TRIGGERS[candidates.trailing_zeros() as usize];
+        candidates &= candidates - 1;
+        if !text
+            .get(..word.len())
+            .is_some_and(|w| w.eq_ignore_ascii_case(word))
         {
+            continue;
+        }
+        let word_start = before.last().is_none_or(|&b| !in_word(b));
+        let found = match place {
+            Place::Anywhere => true,
+            Place::WordStart => word_start,
+            Place::Leading => {
+                let after = &text[word.len()..];
+                after
+                    .get(..7)
+                    .is_some_and(|w| w.eq_ignore_ascii_case(b"_config"))
+                    || (word_start && leads_statement(before, comments, sql))
+            }
+        };
+        if found {
             return true;
         }
-        candidates &= candidates - 1;
     }
     false
+}
+
+/// Whether a word after `before` may be the first of a statement: only white space
+/// (or the `(` and `,` the word splitter also skips) lies between it and the last
+/// `;` (or the start). A comment may hide where a
+/// statement starts (`-- x;` then a new line), so with any comment in `sql` the
+/// answer is yes, as it is after a character that is not ASCII (it may be a space
+/// to the statement splitter). Scans back over the white space only, so many
+/// triggers in one text still cost one pass.
+fn leads_statement(before: &[u8], comments: &mut Comments, sql: &[u8]) -> bool {
+    match before
+        .iter()
+        .rev()
+        .find(|&&b| !is_space(b) && b != b'(' && b != b',')
+    {
+        None | Some(b';') => true,
+        Some(b) if !b.is_ascii() => true,
+        Some(_) => comments.any(sql),
+    }
 }
 
 /// Looks at the session effects of `sql`.
@@ -188,6 +272,11 @@ pub fn session_hints(sql: &str) -> SessionHints {
     if !might_touch_session(sql.as_bytes()) {
         return SessionHints::default();
     }
+    session_hints_of(sql)
+}
+
+/// [`session_hints`] without the pre-check, for a caller that ran it already.
+pub fn session_hints_of(sql: &str) -> SessionHints {
     let mut hints = SessionHints::default();
     let lower = sql.to_ascii_lowercase();
     if lower.contains("set_config") {
@@ -254,10 +343,12 @@ pub fn listen_command(sql: &str) -> Option<ListenCommand> {
 /// messages must wait for its outcome before the pooler decides anything about
 /// statements.
 pub fn may_drop_statements(sql: &str) -> bool {
+    might_touch_session(sql.as_bytes()) && may_drop_statements_of(sql)
+}
+
+/// [`may_drop_statements`] without the pre-check, for a caller that ran it already.
+pub fn may_drop_statements_of(sql: &str) -> bool {
     let b = sql.as_bytes();
-    if !might_touch_session(b) {
-        return false;
-    }
     [&b"discard"[..], b"deallocate"]
         .iter()
         .any(|w| b.windows(w.len()).any(|x| x.eq_ignore_ascii_case(w)))
@@ -342,27 +433,146 @@ mod tests {
         assert!(!might_touch_session(
             b"SELECT abalance FROM pgbench_accounts WHERE aid = $1"
         ));
-        assert!(might_touch_session(b"UPDATE t SET a = 1"));
+        assert!(!might_touch_session(
+            b"UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid = 2;"
+        ));
+        assert!(!might_touch_session(b"SELECT * FROM t LIMIT 5 OFFSET 10"));
+        assert!(!might_touch_session(b"SELECT threshold, attempts FROM t"));
+        assert!(might_touch_session(b"UPDATE t SET a = 1; SET b = 2"));
+        assert!(might_touch_session(b" \n\tset search_path = a"));
+        assert!(might_touch_session(b"select 1;reset all"));
+        assert!(might_touch_session(b"/* why */ SET a = 1"));
+        assert!(might_touch_session(b"-- x;\nUPDATE t SET a = 1"));
+        assert!(might_touch_session(
+            b"UPDATE t SET a = set_config('x', 'y', false)"
+        ));
         assert!(might_touch_session(b"create TEMP table x()"));
+        assert!(might_touch_session(b"SELECT pg_advisory_lock(1)"));
     }
 
-    /// The table-driven pre-check agrees with the plain definition: some trigger
-    /// word, in any case, starts at some byte.
+    /// Random statements built from words that matter, words that look like them,
+    /// separators, quotes and comments.
+    fn random_sql(seed: &mut u64, max_tokens: u64) -> String {
+        const TOKENS: [&str; 52] = [
+            "SET",
+            "set",
+            "Reset",
+            "offset",
+            "UPDATE t",
+            "SELECT",
+            "x",
+            "= 1",
+            " ",
+            " ",
+            "\n",
+            "\t",
+            "\x0b",
+            "\u{a0}",
+            "\u{2003}",
+            ";",
+            ";",
+            "(",
+            ",",
+            "'",
+            "'a;b'",
+            "\"",
+            "--",
+            "/*",
+            "*/",
+            "$$",
+            "$1",
+            "set_config(",
+            "SET_CONFIG",
+            "pg_advisory_lock(",
+            "pg_try_advisory_lock",
+            "create",
+            "TEMP",
+            "temporary",
+            "attempt",
+            "local",
+            "global",
+            "WITH",
+            "HOLD",
+            "threshold",
+            "DECLARE c CURSOR",
+            "PREPARE p",
+            "prepare transaction",
+            "prepared",
+            "LISTEN",
+            "unlisten",
+            "discard all",
+            "DEALLOCATE",
+            "role",
+            "session",
+            "INTO",
+            "é",
+        ];
+        let mut next = || {
+            *seed ^= *seed << 13;
+            *seed ^= *seed >> 7;
+            *seed ^= *seed << 17;
+            *seed
+        };
+        let n = next() % max_tokens;
+        (0..n)
+            .map(|_| TOKENS[(next() % TOKENS.len() as u64) as usize])
+            .collect::<Vec<_>>()
+            .join(if next() % 3 == 0 { "" } else { " " })
+    }
+
+    /// The pre-check may say yes when nothing matters, never no when something
+    /// does: whatever the full look flags, it lets through.
+    #[test]
+    fn precheck_never_hides_what_the_full_look_flags() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut flagged = 0;
+        let mut spared = 0;
+        for _ in 0..200_000 {
+            let sql = random_sql(&mut seed, 8);
+            let matters =
+                session_hints_of(&sql) != SessionHints::default() || may_drop_statements_of(&sql);
+            let passes = might_touch_session(sql.as_bytes());
+            assert!(passes || !matters, "hidden: {sql:?}");
+            flagged += usize::from(matters);
+            spared += usize::from(!passes);
+        }
+        // The test means something only if both kinds of text came up often.
+        assert!(flagged > 10_000 && spared > 10_000, "{flagged} {spared}");
+    }
+
+    /// The table-driven pre-check agrees with its plain definition: some trigger
+    /// word, in any case, starts at some byte, standing where it counts.
     #[test]
     fn precheck_matches_its_definition() {
         let plain = |sql: &[u8]| {
+            let comments = sql.windows(2).any(|w| w == b"--" || w == b"/*");
             (0..sql.len()).any(|i| {
-                TRIGGERS.iter().any(|t| {
-                    sql.get(i..i + t.len())
-                        .is_some_and(|w| w.eq_ignore_ascii_case(t))
+                TRIGGERS.iter().any(|(t, place)| {
+                    let found = sql
+                        .get(i..i + t.len())
+                        .is_some_and(|w| w.eq_ignore_ascii_case(t));
+                    let word_start = i == 0 || !in_word(sql[i - 1]);
+                    let config = sql
+                        .get(i + t.len()..i + t.len() + 7)
+                        .is_some_and(|w| w.eq_ignore_ascii_case(b"_config"));
+                    let first = sql[..i]
+                        .iter()
+                        .rposition(|&b| !(is_space(b) || b == b'(' || b == b','))
+                        .is_none_or(|p| sql[p] == b';' || !sql[p].is_ascii());
+                    found
+                        && match place {
+                            Place::Anywhere => true,
+                            Place::WordStart => word_start,
+                            Place::Leading => config || (word_start && (first || comments)),
+                        }
                 })
             })
         };
-        let alphabet = b"sEtDiScaRdeaLlOcADvIsoRYtEmPhOlDpRePaRlIsTeN _;\xc3\xa9\x00\x13\x53";
+        let alphabet = b"sEtDiScaRdeaLlOcADvIsoRYtEmPhOlDpRePaRlIsTeN _;(,\n\x0b-/*_cOnFiG\xc3\xa9\x00\x13\x53";
         let mut seed = 0x2545_f491_4f6c_dd1d_u64;
-        for len in 0..200 {
-            let mut sql = Vec::with_capacity(len);
-            for _ in 0..len {
+        for len in 0..2000 {
+            let mut sql = Vec::with_capacity(len % 200);
+            for _ in 0..len % 200 {
                 seed ^= seed << 13;
                 seed ^= seed >> 7;
                 seed ^= seed << 17;
@@ -370,7 +580,7 @@ mod tests {
             }
             assert_eq!(might_touch_session(&sql), plain(&sql), "{sql:?}");
         }
-        for t in TRIGGERS {
+        for (t, _) in TRIGGERS {
             assert!(might_touch_session(t));
             assert!(might_touch_session(&t.to_ascii_uppercase()));
             assert!(!might_touch_session(&t[..t.len() - 1]));

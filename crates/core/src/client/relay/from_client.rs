@@ -9,7 +9,7 @@ use super::{RelayEnd, RelayState, StatementCtx};
 use crate::client::rewrite::{Pass, Rewriter};
 use crate::client::txn::{ClientIntent, TxnTracker};
 use crate::sql_hint::SessionHints;
-use crate::sql_hint::{may_drop_statements, might_touch_session, session_hints};
+use crate::sql_hint::{may_drop_statements_of, might_touch_session, session_hints_of};
 
 /// Client messages up to this size are taken whole; larger ones that need no rewrite
 /// (a long Query, COPY data) stream through as they arrive.
@@ -286,10 +286,10 @@ impl Cutter<'_, '_> {
             };
             let mut barrier = false;
             if let Some(sql) = sql {
-                let h = session_hints(sql);
+                let h = session_hints_of(sql);
                 self.hints.settings |= h.settings;
                 self.hints.pin |= h.pin;
-                barrier = msg_tag == tag::QUERY && may_drop_statements(sql);
+                barrier = msg_tag == tag::QUERY && may_drop_statements_of(sql);
             }
             match self
                 .rewriter
