@@ -195,7 +195,12 @@ impl Comments {
         if let Self::Known(any) = *self {
             return any;
         }
-        let any = sql.windows(2).any(|w| w == b"--" || w == b"/*");
+        let any = memchr::memchr2_iter(b'-', b'/', sql).any(|i| {
+            matches!(
+                (sql[i], sql.get(i + 1)),
+                (b'-', Some(b'-')) | (b'/', Some(b'*'))
+            )
+        });
         *self = Self::Known(any);
         any
     }
