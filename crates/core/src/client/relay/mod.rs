@@ -393,6 +393,11 @@ impl RelayState {
             let n = std::mem::take(&mut self.client_unread);
             self.take_client_bytes(n, statements.as_deref_mut());
         }
+        // A source that said Pending has registered this task's waker, which fires
+        // when it has more: polling it again within this call would only say Pending
+        // again, at the price of a readiness check.
+        let mut client_waits = false;
+        let mut server_waits = false;
         loop {
             let mut progress = false;
             if let Poll::Ready(Err(e)) = self.to_server.poll_drain(server, cx) {
@@ -424,20 +429,22 @@ impl RelayState {
                     self.tracker.on_pooler_sync();
                     continue;
                 }
-                match self.to_server.poll_fill(client, cx) {
-                    Poll::Ready(Ok(0)) => {
-                        self.client_end = Some(RelayEnd::ClientClosed);
-                        progress = true;
+                if !client_waits {
+                    match self.to_server.poll_fill(client, cx) {
+                        Poll::Ready(Ok(0)) => {
+                            self.client_end = Some(RelayEnd::ClientClosed);
+                            progress = true;
+                        }
+                        Poll::Ready(Ok(n)) => {
+                            self.take_client_bytes(n, statements.as_deref_mut());
+                            progress = true;
+                        }
+                        Poll::Ready(Err(e)) => return Poll::Ready(RelayEnd::ClientIo(e)),
+                        Poll::Pending => client_waits = true,
                     }
-                    Poll::Ready(Ok(n)) => {
-                        self.take_client_bytes(n, statements.as_deref_mut());
-                        progress = true;
-                    }
-                    Poll::Ready(Err(e)) => return Poll::Ready(RelayEnd::ClientIo(e)),
-                    Poll::Pending => {}
                 }
             }
-            if self.to_client.is_drained() {
+            if self.to_client.is_drained() && !server_waits {
                 match self.to_client.poll_fill(server, cx) {
                     Poll::Ready(Ok(0)) => return Poll::Ready(RelayEnd::ServerClosed),
                     Poll::Ready(Ok(n)) => {
@@ -453,7 +460,7 @@ impl RelayState {
                         progress = true;
                     }
                     Poll::Ready(Err(e)) => return Poll::Ready(RelayEnd::ServerIo(e)),
-                    Poll::Pending => {}
+                    Poll::Pending => server_waits = true,
                 }
             }
             if !progress {
