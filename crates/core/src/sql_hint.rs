@@ -119,9 +119,8 @@ fn words(stmt: &str) -> impl Iterator<Item = String> + '_ {
 
 /// Words whose presence makes [`session_hints`] (or a statement reset check) worth
 /// running, each with where it must stand to count (see [`Place`]).
-const TRIGGERS: [(&[u8], Place); 9] = [
+const TRIGGERS: [(&[u8], Place); 8] = [
     (b"set", Place::Leading),
-    (b"reset", Place::Leading),
     (b"discard", Place::Anywhere),
     (b"dealloc", Place::Anywhere),
     (b"advisory", Place::Anywhere),
@@ -142,15 +141,15 @@ enum Place {
     /// At the start of a word: `CREATE TEMP`, `WITH HOLD`, `PREPARE`, `LISTEN`
     /// (not `threshold` or `attempt`).
     WordStart,
-    /// The first word of a statement (`SET`, `RESET`; not `UPDATE t SET` or
-    /// `OFFSET`), or `set_config`.
+    /// The first word of a statement (`SET`, or `RESET` around it; not
+    /// `UPDATE t SET` or `OFFSET`), or `set_config`.
     Leading,
 }
 
 /// For each byte folded with `| 0x20` (which lower-cases ASCII letters): the
 /// triggers whose byte at `at` it is, one bit each.
-const fn triggers_by_byte(at: usize) -> [u16; 256] {
-    let mut table = [0u16; 256];
+const fn triggers_by_byte(at: usize) -> [u8; 256] {
+    let mut table = [0u8; 256];
     let mut i = 0;
     while i < TRIGGERS.len() {
         table[TRIGGERS[i].0[at] as usize] |= 1 << i;
@@ -158,8 +157,8 @@ const fn triggers_by_byte(at: usize) -> [u16; 256] {
     }
     table
 }
-const TRIGGERS_BY_FIRST: [u16; 256] = triggers_by_byte(0);
-const TRIGGERS_BY_SECOND: [u16; 256] = triggers_by_byte(1);
+const TRIGGERS_BY_FIRST: [u8; 256] = triggers_by_byte(0);
+const TRIGGERS_BY_SECOND: [u8; 256] = triggers_by_byte(1);
 
 /// A single pass without allocation: false when `sql` cannot hold any statement
 /// [`session_hints`] or [`may_drop_statements`] cares about (the common case, kept
@@ -212,6 +211,11 @@ fn in_word(byte: u8) -> bool {
     byte.is_ascii_alphanumeric() || byte == b'_' || byte == b'$'
 }
 
+/// Whether a word after `before` starts a word of its own.
+fn starts_word(before: &[u8]) -> bool {
+    before.last().is_none_or(|&b| !in_word(b))
+}
+
 /// ASCII white space as Postgres and `char::is_whitespace` see it (with `\x0b`,
 /// which `u8::is_ascii_whitespace` leaves out).
 fn is_space(byte: u8) -> bool {
@@ -222,7 +226,7 @@ fn is_space(byte: u8) -> bool {
 /// either case, standing where it counts. Rarely called: kept out of the byte loop.
 #[cold]
 #[inline(never)]
-fn trigger_at(sql: &[u8], at: usize, mut candidates: u16, comments: &mut Comments) -> bool {
+fn trigger_at(sql: &[u8], at: usize, mut candidates: u8, comments: &mut Comments) -> bool {
     let text = &sql[at..];
     let before = &sql[..at];
     while candidates != 0 {
@@ -234,16 +238,24 @@ fn trigger_at(sql: &[u8], at: usize, mut candidates: u16, comments: &mut Comment
         {
             continue;
         }
-        let word_start = before.last().is_none_or(|&b| !in_word(b));
         let found = match place {
             Place::Anywhere => true,
-            Place::WordStart => word_start,
+            Place::WordStart => starts_word(before),
             Place::Leading => {
-                let after = &text[word.len()..];
-                after
+                let config = text[word.len()..]
                     .get(..7)
-                    .is_some_and(|w| w.eq_ignore_ascii_case(b"_config"))
-                    || (word_start && leads_statement(before, comments, sql))
+                    .is_some_and(|w| w.eq_ignore_ascii_case(b"_config"));
+                // `RESET` is `SET` with `RE` before it.
+                let re = before
+                    .len()
+                    .checked_sub(2)
+                    .filter(|&re| before[re..].eq_ignore_ascii_case(b"re"))
+                    .map(|re| &before[..re]);
+                config
+                    || [Some(before), re]
+                        .into_iter()
+                        .flatten()
+                        .any(|before| starts_word(before) && leads_statement(before, comments, sql))
             }
         };
         if found {
@@ -552,23 +564,27 @@ mod tests {
         let plain = |sql: &[u8]| {
             let comments = sql.windows(2).any(|w| w == b"--" || w == b"/*");
             (0..sql.len()).any(|i| {
+                let word_start = |i: usize| i == 0 || !in_word(sql[i - 1]);
+                let first = |i: usize| {
+                    sql[..i]
+                        .iter()
+                        .rposition(|&b| !(is_space(b) || b == b'(' || b == b','))
+                        .is_none_or(|p| sql[p] == b';' || !sql[p].is_ascii())
+                };
+                let leading = |i: usize| word_start(i) && (first(i) || comments);
+                let re = i >= 2 && sql[i - 2..i].eq_ignore_ascii_case(b"re");
                 TRIGGERS.iter().any(|(t, place)| {
                     let found = sql
                         .get(i..i + t.len())
                         .is_some_and(|w| w.eq_ignore_ascii_case(t));
-                    let word_start = i == 0 || !in_word(sql[i - 1]);
                     let config = sql
                         .get(i + t.len()..i + t.len() + 7)
                         .is_some_and(|w| w.eq_ignore_ascii_case(b"_config"));
-                    let first = sql[..i]
-                        .iter()
-                        .rposition(|&b| !(is_space(b) || b == b'(' || b == b','))
-                        .is_none_or(|p| sql[p] == b';' || !sql[p].is_ascii());
                     found
                         && match place {
                             Place::Anywhere => true,
-                            Place::WordStart => word_start,
-                            Place::Leading => config || (word_start && (first || comments)),
+                            Place::WordStart => word_start(i),
+                            Place::Leading => config || leading(i) || (re && leading(i - 2)),
                         }
                 })
             })
