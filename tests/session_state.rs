@@ -81,6 +81,13 @@ async fn settings_follow_their_client_and_never_leak() {
         assert_eq!(show(&b, setting).await, "0", "{sql}");
         assert_eq!(show(&a, setting).await, value, "{sql}");
     }
+    // Through the extended protocol, after a Parse the pre-check found clean.
+    a.execute("SELECT 1", &[]).await.unwrap();
+    a.execute("SET idle_session_timeout = '6s'", &[])
+        .await
+        .unwrap();
+    assert_eq!(show(&b, "idle_session_timeout").await, "0");
+    assert_eq!(show(&a, "idle_session_timeout").await, "6s");
     // SET LOCAL stays inside its transaction; a rolled-back SET is undone.
     a.batch_execute("BEGIN; SET LOCAL work_mem = '9MB'; COMMIT")
         .await

@@ -182,6 +182,30 @@ pub fn might_touch_session(sql: &[u8]) -> bool {
     false
 }
 
+/// The last text [`might_touch_session`] found clean, to skip the pass when the
+/// same text comes again. Drivers send the same Parse again and again (an unnamed
+/// statement per query); its SQL compares equal far faster than it scans.
+#[derive(Debug, Default)]
+pub struct CleanMemo(Vec<u8>);
+
+impl CleanMemo {
+    /// Longest text remembered (a copy per relay state).
+    const MAX_LEN: usize = 1024;
+
+    /// [`might_touch_session`], skipped for the text it last found clean.
+    pub fn might_touch_session(&mut self, sql: &[u8]) -> bool {
+        if !self.0.is_empty() && self.0 == sql {
+            return false;
+        }
+        let touches = might_touch_session(sql);
+        if !touches && sql.len() <= Self::MAX_LEN {
+            self.0.clear();
+            self.0.extend_from_slice(sql);
+        }
+        touches
+    }
+}
+
 /// Whether `sql` holds a comment opener, found out once and only when needed.
 #[derive(Clone, Copy)]
 enum Comments {
@@ -606,6 +630,23 @@ mod tests {
             assert!(might_touch_session(&t.to_ascii_uppercase()));
             assert!(!might_touch_session(&t[..t.len() - 1]));
         }
+    }
+
+    /// The memo answers as the pre-check does, whatever came before.
+    #[test]
+    fn the_memo_answers_as_the_precheck() {
+        let mut memo = CleanMemo::default();
+        let mut seed = 0x51_7cc1_b727_220a_u64;
+        let mut texts: Vec<String> = (0..40).map(|_| random_sql(&mut seed, 6)).collect();
+        texts.push("x".repeat(CleanMemo::MAX_LEN + 1));
+        for round in 0..2_000 {
+            // Mostly the same text again, sometimes another.
+            let sql = &texts[(round / 3 + round % 2) % texts.len()];
+            let plain = might_touch_session(sql.as_bytes());
+            assert_eq!(memo.might_touch_session(sql.as_bytes()), plain, "{sql:?}");
+            assert_eq!(memo.might_touch_session(sql.as_bytes()), plain, "{sql:?}");
+        }
+        assert!(!memo.might_touch_session(b""));
     }
 
     #[test]

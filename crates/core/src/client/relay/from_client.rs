@@ -8,8 +8,8 @@ use pgwire::{frame::Frame, tag, MessageHead, WireError};
 use super::{RelayEnd, RelayState, StatementCtx};
 use crate::client::rewrite::{Pass, Rewriter};
 use crate::client::txn::{ClientIntent, TxnTracker};
-use crate::sql_hint::SessionHints;
 use crate::sql_hint::{may_drop_statements_of, might_touch_session, session_hints_of};
+use crate::sql_hint::{CleanMemo, SessionHints};
 
 /// Client messages up to this size are taken whole; larger ones that need no rewrite
 /// (a long Query, COPY data) stream through as they arrive.
@@ -77,6 +77,7 @@ impl RelayState {
         let mut cutter = Cutter {
             tracker: &mut self.tracker,
             hints: &mut self.hints,
+            clean: &mut self.clean_parse,
             barrier: &mut self.barrier,
             stream_left: &mut self.client_stream_left,
             out: &mut self.to_server.out,
@@ -132,6 +133,8 @@ impl RelayState {
 struct Cutter<'a, 'b> {
     tracker: &'a mut TxnTracker,
     hints: &'a mut SessionHints,
+    /// The last Parse text found clean (kept from client to client).
+    clean: &'a mut CleanMemo,
     barrier: &'a mut bool,
     /// Bytes of a large message still to stream through untouched.
     stream_left: &'a mut usize,
@@ -274,8 +277,11 @@ impl Cutter<'_, '_> {
                 self.tracker.on_client_message(&head);
             }
             // Most SQL holds none of the words that matter: skip decoding it.
-            let worth_a_look =
-                matches!(msg_tag, tag::QUERY | tag::PARSE) && might_touch_session(frame.body);
+            let worth_a_look = match msg_tag {
+                tag::QUERY => might_touch_session(frame.body),
+                tag::PARSE => self.clean.might_touch_session(frame.body),
+                _ => false,
+            };
             let sql = match msg_tag {
                 _ if !worth_a_look => None,
                 tag::QUERY => pgwire::frontend::decode_query(frame.body).ok(),
@@ -352,6 +358,7 @@ mod tests {
     struct Parts {
         tracker: TxnTracker,
         hints: SessionHints,
+        clean: CleanMemo,
         barrier: bool,
         stream_left: usize,
         out: BytesMut,
@@ -365,6 +372,7 @@ mod tests {
             Self {
                 tracker: TxnTracker::default(),
                 hints: SessionHints::default(),
+                clean: CleanMemo::default(),
                 barrier: false,
                 stream_left: 0,
                 out: BytesMut::new(),
@@ -378,6 +386,7 @@ mod tests {
             let mut cutter = Cutter {
                 tracker: &mut self.tracker,
                 hints: &mut self.hints,
+                clean: &mut self.clean,
                 barrier: &mut self.barrier,
                 stream_left: &mut self.stream_left,
                 out: &mut self.out,

@@ -26,7 +26,7 @@ use super::responses::{ResponseEnd, ResponsePlan, Undo};
 use super::statements::{ClientStatements, ServerStatements};
 use super::txn::TxnTracker;
 use crate::params::ParamValues;
-use crate::sql_hint::SessionHints;
+use crate::sql_hint::{CleanMemo, SessionHints};
 use crate::stream::Stream;
 use leg::Leg;
 
@@ -195,6 +195,9 @@ pub struct RelayState {
     /// A query that may drop prepared statements is in flight: later client messages
     /// wait in the inbox until its responses are in.
     barrier: bool,
+    /// The last Parse text the SQL pre-check found clean. Not client state (a fact
+    /// about a string), so a recycled relay state keeps it.
+    clean_parse: CleanMemo,
 }
 
 impl RelayState {
@@ -237,6 +240,7 @@ impl RelayState {
             max_client_message,
             hints: SessionHints::default(),
             barrier: false,
+            clean_parse: CleanMemo::default(),
         }
     }
 
@@ -277,6 +281,7 @@ impl RelayState {
             max_client_message: max_message,
             hints,
             barrier,
+            clean_parse: _,
         } = self;
         to_server.reset(max_client_message);
         to_client.reset(DEFAULT_MAX_MESSAGE_LEN);
