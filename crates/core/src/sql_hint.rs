@@ -16,6 +16,14 @@ pub struct SessionHints {
     pub pin: bool,
 }
 
+impl SessionHints {
+    /// Adds what `other` may do.
+    pub fn merge(&mut self, other: Self) {
+        self.settings |= other.settings;
+        self.pin |= other.pin;
+    }
+}
+
 /// The single LISTEN or UNLISTEN a simple Query may consist of.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ListenCommand {

@@ -12,6 +12,7 @@ use pgwire::{frame::Frame, tag, WireError};
 
 use super::responses::{ResponseEnd, ResponsePlan, Undo, CLOSE_COMPLETE, PARSE_COMPLETE};
 use super::statements::{ClientStatements, ServerStatements, Statement};
+use crate::sql_hint::SessionHints;
 
 /// What became of one client message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,22 +48,26 @@ impl Rewriter<'_> {
     /// Handles one complete client message. What goes to the server in its place
     /// is appended to `to_server` (unless it passes untouched); answers due at once
     /// go to `to_client`. `may_drop_statements` says whether a Query may be a
-    /// DEALLOCATE (the caller has looked at its SQL already).
+    /// DEALLOCATE, and `hints` what a Query's or Parse's SQL may do to session
+    /// state (the caller has looked at its SQL already); a Parse keeps them with
+    /// its statement, and a Bind of that statement adds them to `hints`.
     pub fn on_client_message(
         &mut self,
         frame: Frame<'_>,
         may_drop_statements: bool,
+        hints: &mut SessionHints,
         to_server: &mut BytesMut,
         to_client: &mut Vec<u8>,
     ) -> Result<Pass, WireError> {
         let pass = match frame.tag {
-            tag::PARSE => self.parse(frame.body, to_server, to_client)?,
+            tag::PARSE => self.parse(frame.body, *hints, to_server, to_client)?,
             tag::BIND => {
                 let (portal, rest) = split_cstr(frame.body, "Bind")?;
                 let (statement, rest) = split_cstr(rest, "Bind")?;
                 let pass = match self.named(statement)? {
                     None => Pass::Untouched,
                     Some(s) => {
+                        hints.merge(s.hints);
                         self.ensure_prepared(&s, to_server);
                         to_server.put_u8(tag::BIND);
                         to_server.put_i32(
@@ -144,11 +149,13 @@ impl Rewriter<'_> {
         portal: &[u8],
         statement: &[u8],
         rest_len: usize,
+        hints: &mut SessionHints,
         to_server: &mut BytesMut,
     ) -> Result<Pass, WireError> {
         let pass = match self.named(statement)? {
             None => Pass::Untouched,
             Some(s) => {
+                hints.merge(s.hints);
                 self.ensure_prepared(&s, to_server);
                 to_server.put_u8(tag::BIND);
                 to_server.put_i32((4 + portal.len() + 1 + s.global.len() + 1 + rest_len) as i32);
@@ -179,6 +186,7 @@ impl Rewriter<'_> {
     fn parse(
         &mut self,
         body: &[u8],
+        hints: SessionHints,
         to_server: &mut BytesMut,
         to_client: &mut Vec<u8>,
     ) -> Result<Pass, WireError> {
@@ -188,7 +196,7 @@ impl Rewriter<'_> {
             return Ok(Pass::Untouched);
         }
         let name = name_str(name, "Parse")?;
-        let statement = Arc::new(Statement::from_parse_rest(rest));
+        let statement = Arc::new(Statement::from_parse_rest(rest, hints));
         let previous = self.client.get(name).cloned();
         self.client.insert(name, statement.clone());
         if self.server.touch(&statement.global) {

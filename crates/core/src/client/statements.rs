@@ -12,6 +12,8 @@ use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use crate::sql_hint::SessionHints;
+
 /// A statement as the client prepared it, ready to be prepared on any server.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Statement {
@@ -19,12 +21,15 @@ pub struct Statement {
     pub global: Box<str>,
     /// A complete Parse message (tag included) naming the statement `global`.
     pub parse: Bytes,
+    /// What running it may do to session state, applied at each Bind: a prepared
+    /// `SET` changes settings when it runs, in a later transaction than its Parse.
+    pub hints: SessionHints,
 }
 
 impl Statement {
     /// Builds the statement of a client's Parse body (`name`, query, parameter types).
-    /// `rest` is the body after the statement name.
-    pub fn from_parse_rest(rest: &[u8]) -> Self {
+    /// `rest` is the body after the statement name; `hints` what its SQL may do.
+    pub fn from_parse_rest(rest: &[u8], hints: SessionHints) -> Self {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         rest.hash(&mut hasher);
         let global: Box<str> = format!("tp_{:016x}", hasher.finish()).into();
@@ -37,6 +42,7 @@ impl Statement {
         Self {
             global,
             parse: parse.freeze(),
+            hints,
         }
     }
 }
@@ -181,9 +187,9 @@ mod tests {
 
     #[test]
     fn same_text_same_global_name() {
-        let a = Statement::from_parse_rest(b"select 1\0\0\0");
-        let b = Statement::from_parse_rest(b"select 1\0\0\0");
-        let c = Statement::from_parse_rest(b"select 2\0\0\0");
+        let a = Statement::from_parse_rest(b"select 1\0\0\0", SessionHints::default());
+        let b = Statement::from_parse_rest(b"select 1\0\0\0", SessionHints::default());
+        let c = Statement::from_parse_rest(b"select 2\0\0\0", SessionHints::default());
         assert_eq!(a.global, b.global);
         assert_ne!(a.global, c.global);
         let f = pgwire::frame::decode_frame(&a.parse, 1 << 20)

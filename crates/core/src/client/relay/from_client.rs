@@ -31,6 +31,17 @@ fn touches_only_named_statements(msg_tag: u8, body: &[u8]) -> bool {
     }
 }
 
+/// The SQL of a Parse body, unchecked: the bytes between the statement name's NUL
+/// and the next one. The pre-check must see the SQL alone: the name's NUL before
+/// it would hide a leading `SET`.
+fn parse_sql(body: &[u8]) -> &[u8] {
+    let Some(name_end) = memchr::memchr(0, body) else {
+        return &[];
+    };
+    let sql = &body[name_end + 1..];
+    &sql[..memchr::memchr(0, sql).unwrap_or(sql.len())]
+}
+
 impl RelayState {
     /// Scans `n` fresh client bytes forwarded untouched; cuts a Terminate out.
     pub(super) fn scan_client(&mut self, n: usize) -> Option<RelayEnd> {
@@ -242,7 +253,7 @@ impl Cutter<'_, '_> {
                 let rest_len = total - head_len;
                 match self
                     .rewriter
-                    .bind_head(portal, statement, rest_len, self.out)
+                    .bind_head(portal, statement, rest_len, self.hints, self.out)
                 {
                     Ok(Pass::Untouched) => {
                         self.pass(&rest[..head_len], &mut untouched, pos + head_len)
@@ -279,7 +290,7 @@ impl Cutter<'_, '_> {
             // Most SQL holds none of the words that matter: skip decoding it.
             let worth_a_look = match msg_tag {
                 tag::QUERY => might_touch_session(frame.body),
-                tag::PARSE => self.clean.might_touch_session(frame.body),
+                tag::PARSE => self.clean.might_touch_session(parse_sql(frame.body)),
                 _ => false,
             };
             let sql = match msg_tag {
@@ -291,16 +302,20 @@ impl Cutter<'_, '_> {
                 _ => None,
             };
             let mut barrier = false;
+            let mut hints = SessionHints::default();
             if let Some(sql) = sql {
-                let h = session_hints_of(sql);
-                self.hints.settings |= h.settings;
-                self.hints.pin |= h.pin;
+                hints = session_hints_of(sql);
                 barrier = msg_tag == tag::QUERY && may_drop_statements_of(sql);
             }
-            match self
-                .rewriter
-                .on_client_message(frame, barrier, self.out, &mut self.answers)
-            {
+            let passed = self.rewriter.on_client_message(
+                frame,
+                barrier,
+                &mut hints,
+                self.out,
+                &mut self.answers,
+            );
+            self.hints.merge(hints);
+            match passed {
                 Ok(Pass::Untouched) => self.pass(raw, &mut untouched, pos + total),
                 Ok(Pass::Rewritten) => Self::stop_passing(&mut untouched, pos),
                 Err(e) => {
@@ -401,6 +416,49 @@ mod tests {
             let cut = cutter.cut(src, in_place);
             (cut, cutter.answers)
         }
+    }
+
+    /// A SET prepared through the extended protocol, named or not, is seen.
+    #[test]
+    fn a_set_in_a_parse_is_seen() {
+        for name in ["", "s1"] {
+            let mut src = BytesMut::new();
+            frontend::parse(name, "SELECT 1", &mut src);
+            frontend::parse(name, "SET search_path TO a", &mut src);
+            frontend::sync(&mut src);
+            let mut parts = Parts::new();
+            parts.cut(&src, true);
+            assert!(parts.hints.settings, "{name:?}");
+        }
+        // A named statement runs in a later transaction than its Parse: its Bind
+        // brings back what its SQL may do.
+        let mut parts = Parts::new();
+        for (sql, name) in [
+            ("SET search_path TO a", "s1"),
+            ("SELECT pg_advisory_lock(1)", "s2"),
+        ] {
+            let mut src = BytesMut::new();
+            frontend::parse(name, sql, &mut src);
+            frontend::sync(&mut src);
+            parts.cut(&src, true);
+        }
+        assert!(parts.hints.settings && parts.hints.pin);
+        for (name, settings, pin) in [("s1", true, false), ("s2", false, true)] {
+            parts.hints = SessionHints::default();
+            let mut src = BytesMut::new();
+            frontend::bind_text("", name, &[], &mut src);
+            frontend::execute("", 0, &mut src);
+            frontend::sync(&mut src);
+            parts.cut(&src, true);
+            assert_eq!(
+                (parts.hints.settings, parts.hints.pin),
+                (settings, pin),
+                "{name}"
+            );
+        }
+        assert_eq!(parse_sql(b"s1\0SET a TO b\0\0\0"), b"SET a TO b");
+        assert_eq!(parse_sql(b"\0SELECT 1"), b"SELECT 1");
+        assert_eq!(parse_sql(b"no name end"), b"");
     }
 
     #[test]
