@@ -32,6 +32,8 @@ set -euo pipefail
 BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=scripts/lib.sh
 source "$BENCH_DIR/../scripts/lib.sh"
+# shellcheck source=bench/pgbouncer.sh
+source "$BENCH_DIR/pgbouncer.sh"
 
 usage() {
     sed -n '2,29p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
@@ -94,19 +96,6 @@ PGB_PID=""
 CHILD_PID=""
 OUT_DIR=""
 TIDEPOOL_STARTS=0
-
-stop_pid() {
-    local pid="$1" deadline
-    [ -n "$pid" ] || return 0
-    if kill -TERM "$pid" 2>/dev/null; then
-        deadline=$((SECONDS + 10))
-        while kill -0 "$pid" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ]; do
-            sleep 0.1
-        done
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
-    wait "$pid" 2>/dev/null || true
-}
 
 cleanup() {
     stop_pid "$CHILD_PID"
@@ -171,21 +160,6 @@ pooler_pid() {
 
 # --- installing what is missing ---------------------------------------------
 
-ensure_pgbouncer() {
-    if command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ]; then
-        return 0
-    fi
-    command -v apt-get >/dev/null 2>&1 || tp_die "pgbouncer is missing and there is no apt-get: install it by hand"
-    echo "installing: pgbouncer"
-    tp_as_root env DEBIAN_FRONTEND=noninteractive apt-get update
-    tp_as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y pgbouncer
-    command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ] || tp_die "pgbouncer still not found after installing"
-}
-
-pgbouncer_bin() {
-    command -v pgbouncer 2>/dev/null || printf '/usr/sbin/pgbouncer\n'
-}
-
 # Prints a python that has matplotlib (a venv under target/ gets it from
 # PyPI), or the plain python3 when that fails (the chart is then skipped).
 ensure_python() {
@@ -227,61 +201,6 @@ ALTER SYSTEM SET shared_buffers = '512MB';
 EOF
     tp_as_pg "$TP_PG_BIN/pg_ctl" restart --wait --timeout=60 --silent --mode=fast \
         -D "$TP_PG_DATA" -l "$TP_PG_LOG" >/dev/null || tp_die "PostgreSQL did not restart"
-}
-
-start_pgbouncer() {
-    local verifier="$1" deadline
-    PGB_DIR="$(mktemp -d "${TMPDIR:-/tmp}/tidepool-bench-pgbouncer.XXXXXX")"
-    [ -n "${PGB_PORT:-}" ] || PGB_PORT="$(tp_free_port)"
-    printf '"%s" "%s"\n' "$BENCH_USER" "$verifier" >"$PGB_DIR/userlist.txt"
-    cat >"$PGB_DIR/pgbouncer.ini" <<EOF
-[databases]
-$BENCH_DB = host=127.0.0.1 port=$TP_PG_PORT dbname=$BENCH_DB
-
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = $PGB_PORT
-unix_socket_dir =
-auth_type = scram-sha-256
-auth_file = $PGB_DIR/userlist.txt
-pool_mode = transaction
-default_pool_size = $POOL_SIZE
-max_client_conn = $MAX_CLIENT_CONN
-logfile = $PGB_DIR/pgbouncer.log
-pidfile = $PGB_DIR/pgbouncer.pid
-EOF
-    chmod 600 "$PGB_DIR/userlist.txt"
-    # PgBouncer refuses to run as root; setpriv execs it as postgres, so $!
-    # is PgBouncer itself (its CPU and memory are read from /proc/$!).
-    if tp_is_root; then
-        chown -R postgres: "$PGB_DIR"
-        (cd / && exec setpriv --reuid=postgres --regid=postgres --init-groups -- \
-            "$(pgbouncer_bin)" "$PGB_DIR/pgbouncer.ini") >"$PGB_DIR/stderr.log" 2>&1 &
-    else
-        "$(pgbouncer_bin)" "$PGB_DIR/pgbouncer.ini" >"$PGB_DIR/stderr.log" 2>&1 &
-    fi
-    PGB_PID=$!
-    if ! tp_wait_port "$PGB_PORT" 15 "$PGB_PID"; then
-        tail -n 30 "$PGB_DIR/pgbouncer.log" "$PGB_DIR/stderr.log" >&2 2>/dev/null || true
-        tp_die "PgBouncer did not listen on 127.0.0.1:$PGB_PORT"
-    fi
-    deadline=$((SECONDS + 5))
-    while [ "$(cat "/proc/$PGB_PID/comm" 2>/dev/null)" != pgbouncer ] && [ "$SECONDS" -lt "$deadline" ]; do
-        sleep 0.1
-    done
-    [ "$(cat "/proc/$PGB_PID/comm" 2>/dev/null)" = pgbouncer ] || tp_die "process $PGB_PID is not pgbouncer"
-}
-
-stop_pgbouncer() {
-    stop_pid "$PGB_PID"
-    PGB_PID=""
-    if [ -n "$PGB_DIR" ] && [ -d "$PGB_DIR" ]; then
-        if [ -n "$OUT_DIR" ] && [ -d "$OUT_DIR/logs" ]; then
-            cat "$PGB_DIR/pgbouncer.log" >>"$OUT_DIR/logs/pgbouncer.log" 2>/dev/null || true
-        fi
-        rm -rf "$PGB_DIR"
-    fi
-    PGB_DIR=""
 }
 
 start_tidepool() {
