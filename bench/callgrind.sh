@@ -97,7 +97,7 @@ if [ -n "$PGBOUNCER" ]; then
         start_pgbouncer "$VERIFIER" valgrind --tool=callgrind \
             --callgrind-out-file="$OUT/pgbouncer/callgrind.out.$run"
         echo "$run run: $(pgbench_run "$per_client")"
-        stop_pid "$PGB_PID"
+        tp_stop_pid "$PGB_PID"
         cp "$OUT/pgbouncer/callgrind.out.$run" "$OUT/callgrind.out.$run"
         TOTAL[$run]="$(total "$OUT/callgrind.out.$run")"
         stop_pgbouncer

@@ -7,20 +7,6 @@
 PGB_DIR="${PGB_DIR:-}"
 PGB_PID="${PGB_PID:-}"
 
-# Stops process $1: TERM, then KILL after 10 s.
-stop_pid() {
-    local pid="$1" deadline
-    [ -n "$pid" ] || return 0
-    if kill -TERM "$pid" 2>/dev/null; then
-        deadline=$((SECONDS + 10))
-        while kill -0 "$pid" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ]; do
-            sleep 0.1
-        done
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
-    wait "$pid" 2>/dev/null || true
-}
-
 ensure_pgbouncer() {
     if command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ]; then
         return 0
@@ -89,7 +75,7 @@ EOF
 
 # Stops PgBouncer; its log is kept in $OUT_DIR/logs when that folder exists.
 stop_pgbouncer() {
-    stop_pid "$PGB_PID"
+    tp_stop_pid "$PGB_PID"
     PGB_PID=""
     if [ -n "$PGB_DIR" ] && [ -d "$PGB_DIR" ]; then
         if [ -n "${OUT_DIR:-}" ] && [ -d "$OUT_DIR/logs" ]; then

@@ -98,7 +98,7 @@ OUT_DIR=""
 TIDEPOOL_STARTS=0
 
 cleanup() {
-    stop_pid "$CHILD_PID"
+    tp_stop_pid "$CHILD_PID"
     CHILD_PID=""
     stop_pgbouncer
     tp_tidepool_stop
@@ -334,7 +334,7 @@ measure_idle() {
     done
     if [ ! -f "$ready" ]; then
         echo "client did not get ready"
-        stop_pid "$CHILD_PID"
+        tp_stop_pid "$CHILD_PID"
         CHILD_PID=""
         record kind=idle target="$target" count="$count" rss0_kb="$base" rss_kb= opened=0 failed="$count" \
             still_open=0 open_secs= first_error="client did not get ready"

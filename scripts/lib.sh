@@ -317,17 +317,23 @@ tp_tidepool_start() {
     fi
 }
 
-# Stops tidepool: SIGTERM, then SIGKILL after 10 s.
-tp_tidepool_stop() {
-    local deadline
-    [ -n "$TP_TIDEPOOL_PID" ] || return 0
-    if kill -TERM "$TP_TIDEPOOL_PID" 2>/dev/null; then
+# Stops process $1 (a child of this shell, or none when empty): SIGTERM, then
+# SIGKILL after 10 s.
+tp_stop_pid() {
+    local pid="$1" deadline
+    [ -n "$pid" ] || return 0
+    if kill -TERM "$pid" 2>/dev/null; then
         deadline=$((SECONDS + 10))
-        while kill -0 "$TP_TIDEPOOL_PID" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ]; do
+        while kill -0 "$pid" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ]; do
             sleep 0.1
         done
-        kill -KILL "$TP_TIDEPOOL_PID" 2>/dev/null || true
+        kill -KILL "$pid" 2>/dev/null || true
     fi
-    wait "$TP_TIDEPOOL_PID" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+
+# Stops tidepool: SIGTERM, then SIGKILL after 10 s.
+tp_tidepool_stop() {
+    tp_stop_pid "$TP_TIDEPOOL_PID"
     TP_TIDEPOOL_PID=""
 }
