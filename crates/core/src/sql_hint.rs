@@ -202,7 +202,7 @@ impl CleanMemo {
 
     /// [`might_touch_session`], skipped for the text it last found clean.
     pub fn might_touch_session(&mut self, sql: &[u8]) -> bool {
-        if !self.0.is_empty() && self.0 == sql {
+        if self.0 == sql {
             return false;
         }
         let touches = might_touch_session(sql);
@@ -316,16 +316,9 @@ fn leads_statement(before: &[u8], comments: &mut Comments, sql: &[u8]) -> bool {
     }
 }
 
-/// Looks at the session effects of `sql`.
+/// Looks at the session effects of `sql`. It allocates: run [`might_touch_session`]
+/// first, which answers no for most SQL (and never where this would find anything).
 pub fn session_hints(sql: &str) -> SessionHints {
-    if !might_touch_session(sql.as_bytes()) {
-        return SessionHints::default();
-    }
-    session_hints_of(sql)
-}
-
-/// [`session_hints`] without the pre-check, for a caller that ran it already.
-pub fn session_hints_of(sql: &str) -> SessionHints {
     let mut hints = SessionHints::default();
     let lower = sql.to_ascii_lowercase();
     if lower.contains("set_config") {
@@ -391,12 +384,9 @@ pub fn listen_command(sql: &str) -> Option<ListenCommand> {
 /// True when `sql` may drop prepared statements (DISCARD ALL, DEALLOCATE): later
 /// messages must wait for its outcome before the pooler decides anything about
 /// statements.
+///
+/// Like [`session_hints`], worth running only where [`might_touch_session`] says yes.
 pub fn may_drop_statements(sql: &str) -> bool {
-    might_touch_session(sql.as_bytes()) && may_drop_statements_of(sql)
-}
-
-/// [`may_drop_statements`] without the pre-check, for a caller that ran it already.
-pub fn may_drop_statements_of(sql: &str) -> bool {
     let b = sql.as_bytes();
     [&b"discard"[..], b"deallocate"]
         .iter()
@@ -579,7 +569,7 @@ mod tests {
         for _ in 0..200_000 {
             let sql = random_sql(&mut seed, 8);
             let matters =
-                session_hints_of(&sql) != SessionHints::default() || may_drop_statements_of(&sql);
+                session_hints(&sql) != SessionHints::default() || may_drop_statements(&sql);
             let passes = might_touch_session(sql.as_bytes());
             assert!(passes || !matters, "hidden: {sql:?}");
             flagged += usize::from(matters);

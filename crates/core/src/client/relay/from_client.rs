@@ -8,7 +8,7 @@ use pgwire::{frame::Frame, tag, MessageHead, WireError};
 use super::{RelayEnd, RelayState, StatementCtx};
 use crate::client::rewrite::{Pass, Rewriter};
 use crate::client::txn::{ClientIntent, TxnTracker};
-use crate::sql_hint::{may_drop_statements_of, might_touch_session, session_hints_of};
+use crate::sql_hint::{may_drop_statements, might_touch_session, session_hints};
 use crate::sql_hint::{CleanMemo, SessionHints};
 
 /// Client messages up to this size are taken whole; larger ones that need no rewrite
@@ -304,8 +304,8 @@ impl Cutter<'_, '_> {
             let mut barrier = false;
             let mut hints = SessionHints::default();
             if let Some(sql) = sql {
-                hints = session_hints_of(sql);
-                barrier = msg_tag == tag::QUERY && may_drop_statements_of(sql);
+                hints = session_hints(sql);
+                barrier = msg_tag == tag::QUERY && may_drop_statements(sql);
             }
             let passed = self.rewriter.on_client_message(
                 frame,
