@@ -64,24 +64,10 @@ impl Rewriter<'_> {
             tag::BIND => {
                 let (portal, rest) = split_cstr(frame.body, "Bind")?;
                 let (statement, rest) = split_cstr(rest, "Bind")?;
-                let pass = match self.named(statement)? {
-                    None => Pass::Untouched,
-                    Some(s) => {
-                        hints.merge(s.hints);
-                        self.ensure_prepared(&s, to_server);
-                        to_server.put_u8(tag::BIND);
-                        to_server.put_i32(
-                            (4 + portal.len() + 1 + s.global.len() + 1 + rest.len()) as i32,
-                        );
-                        to_server.put_slice(portal);
-                        to_server.put_u8(0);
-                        to_server.put_slice(s.global.as_bytes());
-                        to_server.put_u8(0);
-                        to_server.put_slice(rest);
-                        Pass::Rewritten
-                    }
-                };
-                self.plan.forward(ResponseEnd::BindComplete, Undo::None);
+                let pass = self.bind_head(portal, statement, rest.len(), hints, to_server)?;
+                if pass == Pass::Rewritten {
+                    to_server.put_slice(rest);
+                }
                 pass
             }
             tag::DESCRIBE => {
@@ -140,10 +126,11 @@ impl Rewriter<'_> {
         Ok(pass)
     }
 
-    /// The head of a Bind too large to take whole: `head` is its tag, length, portal
-    /// and statement name; `rest_len` bytes of body follow and stream through
-    /// untouched. Writes the head with the statement renamed (after a Parse if the
-    /// server lacks it), or leaves it untouched when it names no tracked statement.
+    /// The head of a Bind (taken whole, or too large to be): `head` is its tag,
+    /// length, portal and statement name; `rest_len` bytes of body follow, for the
+    /// caller to write (or stream through) untouched. Writes the head with the
+    /// statement renamed (after a Parse if the server lacks it), or leaves it
+    /// untouched when it names no tracked statement; adds the statement's `hints`.
     pub fn bind_head(
         &mut self,
         portal: &[u8],
