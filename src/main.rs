@@ -11,6 +11,7 @@ use anyhow::Context;
 use clap::Parser;
 use tidepool_core::config::{single_upstream, LogFormat, SingleUpstream};
 use tidepool_core::secret::Secret;
+use tidepool_core::shard::Shards;
 use tidepool_core::{App, Config};
 use tidepool_store::Store;
 use tokio_util::sync::CancellationToken;
@@ -62,8 +63,8 @@ struct Args {
     #[arg(long)]
     log_format: Option<String>,
 
-    /// Runtime worker threads (overrides the file's server.worker_threads); 0 = one
-    /// per CPU core, 1 = a single thread.
+    /// Threads serving clients, each with its own runtime (overrides the file's
+    /// server.worker_threads); 0 = one per CPU core, 1 = everything on one thread.
     #[arg(long)]
     worker_threads: Option<u32>,
 
@@ -174,23 +175,38 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     init_logging(config.server.log_format);
-    let mut builder = match config.server.worker_threads {
-        1 => tokio::runtime::Builder::new_current_thread(),
-        0 => tokio::runtime::Builder::new_multi_thread(),
-        n => {
-            let mut b = tokio::runtime::Builder::new_multi_thread();
-            b.worker_threads(n as usize);
-            b
-        }
+    // Client sessions run on shards, one single-threaded runtime per core; the
+    // main thread's runtime accepts, serves the API and follows the store.
+    let shard_count = match config.server.worker_threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n as usize,
     };
-    let runtime = match builder.enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("tidepool: cannot start runtime: {e}");
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(serve(args, config)) {
+    let shards = if shard_count > 1 {
+        match Shards::start(shard_count) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                eprintln!("tidepool: cannot start runtime threads: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    } else {
+        None
+    };
+    let result = runtime.block_on(serve(args, config, shards.as_ref().map(|s| s.0.clone())));
+    if let Some((_, threads)) = shards {
+        threads.stop();
+    }
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -200,9 +216,12 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve(args: Args, config: Config) -> anyhow::Result<()> {
+async fn serve(args: Args, config: Config, shards: Option<Arc<Shards>>) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let app = App::new(config)?;
+    if let Some(shards) = shards {
+        app.use_shards(shards);
+    }
     let store = open_store(&app).await?;
     let api = start_api(&app, store).await?;
     let mut term = signal(SignalKind::terminate())?;

@@ -429,6 +429,100 @@ async fn server_connections_are_reused_across_clients() {
     );
 }
 
+/// The names of the threads of process `pid`.
+fn thread_names(pid: u32) -> Vec<String> {
+    let mut names = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let comm = task.unwrap().path().join("comm");
+        if let Ok(name) = std::fs::read_to_string(comm) {
+            names.push(name.trim().to_owned());
+        }
+    }
+    names
+}
+
+/// Clients are spread over the shards (one runtime per thread), and one server
+/// connection serves clients on all of them: it moves to the reactor of the shard
+/// whose client takes it, and keeps its prepared statements and its backend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_server_connection_serves_clients_on_every_shard() {
+    const SHARDS: usize = 4;
+    const CLIENTS: i32 = 8;
+    const ROUNDS: i32 = 10;
+    let pg = PgServer::start();
+    pg.create_user(USER, PASSWORD).await;
+    let listen = format!("{HOST}:{}", free_port());
+    let upstream = pg.url(USER, PASSWORD, "postgres");
+    let args = [
+        "--listen",
+        listen.as_str(),
+        "--upstream",
+        upstream.as_str(),
+        "--pool-size",
+        "1",
+        "--pool-mode",
+        "transaction",
+        "--worker-threads",
+        "4",
+    ];
+    let port = common::listen_port_from_args(&args).unwrap();
+    let pooler = TidepoolProc::start_with_env(
+        port,
+        &args,
+        &[("RUST_LOG", "info,tidepool_core::server::pool=debug")],
+    );
+    let shards = thread_names(pooler.pid())
+        .into_iter()
+        .filter(|name| name.starts_with("tidepool-shard"))
+        .count();
+    assert_eq!(shards, SHARDS, "threads: {:?}", thread_names(pooler.pid()));
+
+    let url = pooler.url(USER, PASSWORD, "postgres");
+    let mut workers = Vec::new();
+    for client_id in 0..CLIENTS {
+        let url = url.clone();
+        workers.push(tokio::spawn(async move {
+            let client = common::connect(&url).await;
+            let add = client.prepare("SELECT $1::int4 + $2::int4").await.unwrap();
+            let mut pids = HashSet::new();
+            for round in 0..ROUNDS {
+                pids.insert(backend_pid(&client).await);
+                let sum: i32 = client
+                    .query_one(&add, &[&client_id, &round])
+                    .await
+                    .unwrap()
+                    .get(0);
+                assert_eq!(sum, client_id + round, "client {client_id} round {round}");
+                let simple = simple_value(&client, &format!("SELECT {client_id}")).await;
+                assert_eq!(simple, client_id.to_string());
+            }
+            pids
+        }));
+    }
+    let mut pids = HashSet::new();
+    let all = async {
+        for worker in workers {
+            pids.extend(worker.await.expect("a client task failed"));
+        }
+    };
+    tokio::time::timeout(NO_HANG, all)
+        .await
+        .expect("the clients did not finish");
+    assert_eq!(
+        pids.len(),
+        1,
+        "one server connection, one backend: {pids:?}"
+    );
+    assert_eq!(pg.count_backends(USER).await, 1);
+    assert!(
+        pooler
+            .log()
+            .contains("server connection moved to this shard"),
+        "no server connection changed shards:\n{}",
+        pooler.log()
+    );
+}
+
 /// A server connection is reused while it is younger than `pool.max_lifetime_secs`
 /// and replaced once older: when it comes back, or while it sits idle (the
 /// maintenance pass, every second, closes it).

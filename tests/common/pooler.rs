@@ -68,6 +68,11 @@ impl TidepoolProc {
     /// Spawns `tidepool` with `args` and waits until 127.0.0.1:`port` accepts
     /// TCP; panics with the log tail if it exits first or takes over 15 s.
     pub fn start_on(port: u16, args: &[&str]) -> TidepoolProc {
+        Self::start_with_env(port, args, &[])
+    }
+
+    /// [`Self::start_on`] with extra environment variables (`RUST_LOG`, say).
+    pub fn start_with_env(port: u16, args: &[&str], env: &[(&str, &str)]) -> TidepoolProc {
         let dir = tempfile::Builder::new()
             .prefix("tidepool-proc-")
             .tempdir()
@@ -81,6 +86,7 @@ impl TidepoolProc {
         let child = Command::new(env!("CARGO_BIN_EXE_tidepool"))
             .args(args)
             .env("RUST_BACKTRACE", "1")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(stderr)

@@ -21,6 +21,7 @@ use crate::metrics::{Gauges, Labels, Row};
 use crate::secret::Secret;
 use crate::server::connect::{ServerCredential, ServerTarget};
 use crate::server::pool::{Pool, PoolLimits};
+use crate::shard::Shards;
 use crate::signal::Beacon;
 use crate::tenants::{FileTenant, GoneReason, Signals, TenantEntry, Tenants, Upserted};
 use crate::tls::{self, TlsError};
@@ -55,6 +56,8 @@ pub struct App {
     /// Where idle clients wait without a task; opened at the first park (`None`
     /// when it could not be).
     parking: OnceLock<Option<Arc<Parking>>>,
+    /// The runtimes client tasks run on; unset, they run on the current one.
+    shards: OnceLock<Arc<Shards>>,
 }
 
 /// Why a reload was refused.
@@ -99,7 +102,32 @@ impl App {
             client_signals,
             tasks: TaskTracker::new(),
             parking: OnceLock::new(),
+            shards: OnceLock::new(),
         }))
+    }
+
+    /// Serves clients on these shards from now on (set once, at start).
+    pub fn use_shards(&self, shards: Arc<Shards>) {
+        let _ = self.shards.set(shards);
+    }
+
+    /// Whether client tasks run on shards rather than on the current runtime.
+    pub fn sharded(&self) -> bool {
+        self.shards.get().is_some()
+    }
+
+    /// Runs a client's task, tracked: on the least busy shard, or on the
+    /// current runtime when there are no shards.
+    pub fn spawn_client<F>(&self, task: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        match self.shards.get() {
+            Some(shards) => shards.spawn_client(&self.tasks, task),
+            None => {
+                self.tasks.spawn(task);
+            }
+        }
     }
 
     /// Stops accepting clients; logged-in clients leave at their next idle point.

@@ -19,6 +19,7 @@ pub mod params;
 pub mod router;
 pub mod secret;
 pub mod server;
+pub mod shard;
 pub mod signal;
 pub mod sql_hint;
 pub mod stream;

@@ -221,18 +221,22 @@ fn run_transactions<M: Handling>(
 /// Gives a parked client a task again: `timed_out` when its client_idle_timeout
 /// passed while it was parked. Runs on the runtime (the socket joins its reactor).
 pub(super) fn resume(parked: Session<std::net::TcpStream>, timed_out: bool) {
-    let (bare, tcp) = parked.with_stream(());
-    match TcpStream::from_std(tcp) {
-        Ok(tcp) => {
-            let session = bare.with_stream(Stream::Plain(tcp)).0;
-            let tasks = session.app.tasks.clone();
-            tasks.spawn(run_transactions::<Inline>(session, timed_out));
+    let app = parked.app.clone();
+    // Registered with the reactor of the runtime the task runs on (the least
+    // busy shard, when there are shards).
+    app.spawn_client(async move {
+        let (bare, tcp) = parked.with_stream(());
+        match TcpStream::from_std(tcp) {
+            Ok(tcp) => {
+                let session = bare.with_stream(Stream::Plain(tcp)).0;
+                run_transactions::<Inline>(session, timed_out).await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot take a parked client back into the runtime; closing it");
+                bare.leave();
+            }
         }
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot take a parked client back into the runtime; closing it");
-            bare.leave();
-        }
-    }
+    });
 }
 
 impl<S> Session<S> {

@@ -75,8 +75,9 @@ pub struct ServerSettings {
     pub shutdown_timeout: Duration,
     pub max_message_size: usize,
     pub log_format: LogFormat,
-    /// Runtime worker threads; 0 means one per CPU core. With 1 the service runs on
-    /// a single thread, as PgBouncer does.
+    /// Threads serving clients, each a single-threaded runtime with its own reactor
+    /// (see `shard`); 0 means one per CPU core. With 1 the whole service runs on
+    /// one thread, as PgBouncer does.
     pub worker_threads: u32,
     /// Whether idle plain-TCP transaction-mode clients leave the runtime (see
     /// `client::park`).

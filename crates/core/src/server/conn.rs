@@ -49,6 +49,9 @@ pub struct ServerConn {
     pub statements: ServerStatements,
     /// Unreported session settings a client left on this connection.
     pub settings: SessionSettings,
+    /// The shard whose reactor watches the socket ([`crate::shard::current`] when
+    /// it was opened or last moved).
+    pub home: u32,
 }
 
 impl ServerConn {

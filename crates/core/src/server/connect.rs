@@ -207,6 +207,7 @@ async fn connect_inner(target: &ServerTarget, id: u64) -> Result<ServerConn, Con
         id,
         statements: crate::client::statements::ServerStatements::new(1),
         settings: crate::params::SessionSettings::default(),
+        home: crate::shard::current(),
     })
 }
 

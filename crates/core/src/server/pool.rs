@@ -189,12 +189,15 @@ impl Pool {
             }
         };
         loop {
-            let candidate = self.lock_idle().pop();
+            let candidate = self.take_idle();
             let Some(mut conn) = candidate else { break };
             // Its age when it was given back: no clock read per checkout (the
             // maintenance pass closes connections that aged while idle).
             let age = conn.last_used.saturating_duration_since(conn.created);
             if age < max_lifetime && conn.is_quiet() {
+                let Some(conn) = self.bring_home(conn) else {
+                    continue;
+                };
                 self.stats.checked_out.fetch_add(1, Ordering::Relaxed);
                 return Ok(Lease {
                     conn,
@@ -209,6 +212,47 @@ impl Pool {
             conn,
             _permit: permit,
         })
+    }
+
+    /// The warmest idle connection of this thread's shard, else the warmest of
+    /// any shard.
+    fn take_idle(&self) -> Option<Box<ServerConn>> {
+        let here = crate::shard::current();
+        let mut idle = self.lock_idle();
+        match idle.iter().rposition(|c| c.home == here) {
+            Some(i) => Some(idle.remove(i)),
+            None => idle.pop(),
+        }
+    }
+
+    /// Moves a plain connection that another shard's reactor watches to this
+    /// shard's (two `epoll_ctl` calls), so that its client's task is woken on its
+    /// own thread. A TLS connection stays where it is and is used from here (its
+    /// wake-ups cross threads). `None` when the socket could not be moved; it is
+    /// closed then.
+    fn bring_home(&self, conn: Box<ServerConn>) -> Option<Box<ServerConn>> {
+        let here = crate::shard::current();
+        if conn.home == here || here == crate::shard::NO_SHARD {
+            return Some(conn);
+        }
+        let mut conn = *conn;
+        let tcp = match conn.stream {
+            crate::stream::Stream::Plain(tcp) => tcp,
+            _ => return Some(Box::new(conn)),
+        };
+        match tcp.into_std().and_then(tokio::net::TcpStream::from_std) {
+            Ok(tcp) => {
+                tracing::debug!(pool = %self.name, server = conn.id, from = conn.home, to = here, "server connection moved to this shard");
+                conn.stream = crate::stream::Stream::Plain(tcp);
+                conn.home = here;
+                Some(Box::new(conn))
+            }
+            Err(e) => {
+                self.stats.connections.fetch_sub(1, Ordering::Relaxed);
+                tracing::warn!(pool = %self.name, server = conn.id, error = %e, "cannot move a server connection to this shard; closing it");
+                None
+            }
+        }
     }
 
     async fn open(&self) -> Result<Box<ServerConn>, ConnectError> {
