@@ -333,7 +333,7 @@ impl App {
             });
             match keep {
                 Some(limits) => {
-                    pool.set_limits(limits, &self.tasks);
+                    pool.set_limits(limits);
                     true
                 }
                 None => {

@@ -1,16 +1,17 @@
-//! A pool of server connections for one (tenant, user): bounded by a fair semaphore,
-//! idle connections kept LIFO so the warmest is reused first, and a maintenance pass
-//! that closes idle or old connections and keeps a minimum warm.
+//! A pool of server connections for one (tenant, user): bounded by its admission
+//! (waiters served in order, each shard's own first), idle connections kept LIFO so
+//! the warmest of the client's shard is reused first, and a maintenance pass that
+//! closes idle or old connections and keeps a minimum warm.
 //!
-//! Checkout is the one synchronisation point per transaction: a semaphore permit and
-//! a short, uncontended-in-practice mutex around the idle list; no I/O under the lock.
+//! Checkout is the one synchronisation point per transaction: an admission permit
+//! and a short mutex around the idle list; no I/O under either lock.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::admission::{Admission, NoPermit, Permit};
 use arc_swap::ArcSwapOption;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::conn::ServerConn;
 use super::connect::{connect, ConnectError, ServerTarget};
@@ -61,7 +62,7 @@ pub struct Pool {
     last_wanted: Mutex<Option<Arc<ParamValues>>>,
     target: ServerTarget,
     limits: arc_swap::ArcSwap<PoolLimits>,
-    permits: Arc<Semaphore>,
+    admission: Arc<Admission>,
     /// Boxed, so that lending and taking back moves a pointer, not the connection.
     #[expect(clippy::vec_box, reason = "a lease moves a pointer, not 300 bytes")]
     idle: Mutex<Vec<Box<ServerConn>>>,
@@ -81,7 +82,7 @@ pub struct Pool {
 /// [`Pool::discard`]. Dropping it without either closes the connection.
 pub struct Lease {
     pub conn: Box<ServerConn>,
-    _permit: OwnedSemaphorePermit,
+    _permit: Permit,
 }
 
 impl Pool {
@@ -97,7 +98,7 @@ impl Pool {
             default_values: ArcSwapOption::empty(),
             last_wanted: Mutex::new(None),
             target,
-            permits: Arc::new(Semaphore::new(limits.size as usize)),
+            admission: Admission::new(limits.size as usize),
             limits: arc_swap::ArcSwap::from_pointee(limits),
             idle: Mutex::new(Vec::new()),
             params: ArcSwapOption::empty(),
@@ -172,13 +173,13 @@ impl Pool {
             let limits = self.limits.load();
             (limits.checkout_timeout, limits.max_lifetime)
         };
-        let permit = match self.permits.clone().try_acquire_owned() {
+        let permit = match self.admission.try_acquire() {
             Ok(p) => p,
-            Err(tokio::sync::TryAcquireError::Closed) => return Err(CheckoutError::Closed),
-            Err(tokio::sync::TryAcquireError::NoPermits) => {
+            Err(NoPermit::Closed) => return Err(CheckoutError::Closed),
+            Err(NoPermit::Busy) => {
                 self.stats.waiting.fetch_add(1, Ordering::Relaxed);
                 let started = Instant::now();
-                let r = tokio::time::timeout(wait, self.permits.clone().acquire_owned()).await;
+                let r = tokio::time::timeout(wait, self.admission.acquire()).await;
                 self.metrics.checkout.observe(started.elapsed());
                 self.stats.waiting.fetch_sub(1, Ordering::Relaxed);
                 match r {
@@ -297,7 +298,7 @@ impl Pool {
         self.stats.checked_out.fetch_sub(1, Ordering::Relaxed);
         conn.last_used = now;
         let age = now.saturating_duration_since(conn.created);
-        if self.permits.is_closed() || age >= self.limits.load().max_lifetime {
+        if self.admission.is_closed() || age >= self.limits.load().max_lifetime {
             self.close(conn);
             return;
         }
@@ -323,26 +324,15 @@ impl Pool {
 
     /// Applies new limits (on reload). A smaller size takes effect as connections
     /// come back; a larger one at once.
-    pub fn set_limits(self: &Arc<Self>, limits: PoolLimits, tasks: &tokio_util::task::TaskTracker) {
+    pub fn set_limits(&self, limits: PoolLimits) {
         let old = self.limits.swap(Arc::new(limits.clone()));
         if limits.size > old.size {
-            self.permits.add_permits((limits.size - old.size) as usize);
+            self.admission
+                .add_permits((limits.size - old.size) as usize);
         } else if limits.size < old.size {
-            // Take the surplus permits out of circulation one at a time, each waiting
-            // its turn like any checkout, so shrinking never stalls the queue.
-            let mut surplus = (old.size - limits.size) as usize;
-            surplus -= self.permits.forget_permits(surplus);
-            if surplus > 0 {
-                let permits = self.permits.clone();
-                tasks.spawn(async move {
-                    for _ in 0..surplus {
-                        match permits.acquire().await {
-                            Ok(p) => p.forget(),
-                            Err(_) => return,
-                        }
-                    }
-                });
-            }
+            // Lent connections count: the surplus leaves as they come back.
+            self.admission
+                .remove_permits((old.size - limits.size) as usize);
         }
     }
 
@@ -379,7 +369,7 @@ impl Pool {
             }
         }
         while self.lock_idle().len() < limits.min_idle as usize {
-            let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+            let Ok(permit) = self.admission.try_acquire() else {
                 break;
             };
             match self.open().await {
@@ -392,7 +382,7 @@ impl Pool {
 
     /// Closes every idle connection and refuses new checkouts (shutdown).
     pub fn close_all(&self) {
-        self.permits.close();
+        self.admission.close();
         self.closed.cancel();
         let idle = std::mem::take(&mut *self.lock_idle());
         for c in idle {
