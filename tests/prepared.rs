@@ -1,6 +1,7 @@
 //! Named prepared statements through Tidepool in transaction mode, against a
 //! real Postgres: a statement follows its client to a server that never saw
-//! the Parse, the pooler answers a repeated Parse and a Close itself, errors
+//! the Parse, a repeated Parse replaces the server's copy (fresh after a schema
+//! change) while a Close is answered by the pooler, errors
 //! skip to Sync without leaving statements behind, each server's cache stays
 //! within `max_prepared_statements`, `DISCARD ALL` and `DEALLOCATE ALL` forget
 //! statements on both sides, tracking can be turned off, session mode is left
@@ -561,7 +562,7 @@ async fn a_statement_follows_its_client_to_a_server_that_never_saw_the_parse() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_pooler_answers_a_repeated_parse_and_a_close_itself() {
+async fn a_repeated_parse_replaces_the_servers_copy_and_the_pooler_answers_a_close() {
     let setup = Setup::single(1, PoolMode::Transaction).await;
     let mut client = setup.client().await;
     let add_one = "SELECT $1::int + 1";
@@ -569,8 +570,8 @@ async fn the_pooler_answers_a_repeated_parse_and_a_close_itself() {
     let prepare = [parse("s1", add_one), sync()];
     assert_eq!(outline(&run_batch(&mut client, &prepare).await), "1 Z(I)");
     // Postgres would refuse a second Parse of s1 (42P05); so would the server,
-    // which has the statement under its pooler-wide name. A ParseComplete can
-    // only come from the pooler.
+    // which has the statement under its pooler-wide name, but for the Close the
+    // pooler sends before it (and hides).
     assert_eq!(outline(&run_batch(&mut client, &prepare).await), "1 Z(I)");
     let statements = server_statements(&mut client).await;
     assert!(
@@ -626,8 +627,8 @@ async fn the_pooler_answers_a_repeated_parse_and_a_close_itself() {
     // The server keeps the statement for other clients that prepared the same text.
     assert_eq!(server_statements(&mut client).await.len(), 1);
 
-    // Preparing it again works, and a Parse answered by the pooler arrives on
-    // Flush too, without a Sync.
+    // Preparing it again works, and its ParseComplete arrives on Flush too,
+    // without a Sync.
     let answer = run_batch(
         &mut client,
         &[
@@ -650,6 +651,73 @@ async fn the_pooler_answers_a_repeated_parse_and_a_close_itself() {
     )
     .await;
     assert_eq!(outline(&answer), "2 D[3] C(SELECT 1) Z(I)");
+}
+
+/// After a schema change, a statement prepared before it fails as on Postgres
+/// ("cached plan must not change result type"); preparing the same text again,
+/// by the same client or another, gives a fresh statement, although the server
+/// had the old one under the same pooler-wide name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_prepared_again_after_a_schema_change_is_fresh() {
+    let setup = Setup::single(1, PoolMode::Transaction).await;
+    let a = common::connect(&setup.url()).await;
+    a.batch_execute("CREATE TABLE shape (x int); INSERT INTO shape VALUES (1)")
+        .await
+        .unwrap();
+    let old = a.prepare("SELECT * FROM shape").await.unwrap();
+    assert_eq!(a.query(&old, &[]).await.unwrap()[0].len(), 1);
+
+    a.batch_execute("ALTER TABLE shape ADD COLUMN y text DEFAULT 'new'")
+        .await
+        .unwrap();
+    let stale = a.query(&old, &[]).await.unwrap_err();
+    assert_eq!(
+        stale.code().map(|c| c.code()),
+        Some("0A000"),
+        "Postgres's own error for a stale statement: {stale}"
+    );
+
+    let again = a.prepare("SELECT * FROM shape").await.unwrap();
+    assert_eq!(again.columns().len(), 2, "described fresh");
+    let rows = a.query(&again, &[]).await.unwrap();
+    assert_eq!(rows[0].get::<_, &str>(1), "new");
+
+    // Another client, same text: the statement it gets is the fresh one too.
+    a.batch_execute("ALTER TABLE shape ALTER COLUMN x TYPE bigint")
+        .await
+        .unwrap();
+    let b = common::connect(&setup.url()).await;
+    let typed = b.prepare("SELECT x FROM shape WHERE x = $1").await.unwrap();
+    assert_eq!(typed.params(), &[tokio_postgres::types::Type::INT8]);
+    let rows = b.query(&typed, &[&1i64]).await.unwrap();
+    assert_eq!(rows[0].get::<_, i64>(0), 1);
+    a.batch_execute("ALTER TABLE shape ALTER COLUMN x TYPE int")
+        .await
+        .unwrap();
+    let typed = a.prepare("SELECT x FROM shape WHERE x = $1").await.unwrap();
+    assert_eq!(typed.params(), &[tokio_postgres::types::Type::INT4]);
+    assert_eq!(a.query(&typed, &[&1i32]).await.unwrap().len(), 1);
+}
+
+/// pg8000 Parses the unnamed statement in one request and Binds it in the next.
+/// A query too large to be looked at whole (over 64 KiB) makes Tidepool read the
+/// server's settings back after it; that read must not drop the unnamed
+/// statement, as a simple Query would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_unnamed_statement_survives_until_its_bind() {
+    let setup = Setup::single(1, PoolMode::Transaction).await;
+    let mut client = setup.client().await;
+    let mut direct = setup.direct().await;
+    let sql = format!("SELECT 42 AS answer -- {}", "x".repeat(70_000));
+    let answer = run_both(&mut client, &mut direct, &[parse("", &sql), sync()]).await;
+    assert_eq!(answer, "1 Z(I)");
+    let answer = run_both(
+        &mut client,
+        &mut direct,
+        &[bind("", "", &[]), execute("", 0), sync()],
+    )
+    .await;
+    assert_eq!(answer, "2 D[42] C(SELECT 1) Z(I)");
 }
 
 /// An error that happens in Execute, not earlier: `random()` is volatile, so

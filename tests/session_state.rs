@@ -102,6 +102,74 @@ async fn settings_follow_their_client_and_never_leak() {
     assert_eq!(show(&a, "statement_timeout").await, "0");
 }
 
+/// Settings given at startup (`options=-c ...`, or as startup parameters, as
+/// asyncpg's `server_settings` sends them) follow their client like a SET, and a
+/// startup option Tidepool cannot honour, or a setting Postgres refuses, ends
+/// the login with an error instead of being dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn startup_settings_follow_their_client_and_never_leak() {
+    let pg = PgServer::start();
+    pg.create_user(USER, PASSWORD).await;
+    let pooler = TidepoolProc::start_single(&pg, USER, PASSWORD, 1, PoolMode::Transaction);
+    let url = pooler.url(USER, PASSWORD, "postgres");
+    let options =
+        "-c%20search_path%3Dpg_catalog%20--statement-timeout%3D7s%20-c%20TimeZone%3DAsia/Tokyo";
+    let a = common::connect(&format!("{url}?options={options}")).await;
+    let b = common::connect(&url).await;
+    let default_path = show(&b, "search_path").await;
+    assert_ne!(default_path, "pg_catalog");
+    for _ in 0..3 {
+        assert_eq!(pid(&a).await, pid(&b).await, "one server for both");
+        assert_eq!(show(&a, "search_path").await, "pg_catalog");
+        assert_eq!(show(&a, "statement_timeout").await, "7s");
+        assert_eq!(show(&a, "TimeZone").await, "Asia/Tokyo");
+        assert_eq!(show(&b, "search_path").await, default_path);
+        assert_eq!(show(&b, "statement_timeout").await, "0");
+        assert_ne!(show(&b, "TimeZone").await, "Asia/Tokyo");
+    }
+
+    // A startup parameter that is a setting, and one in `options` that the
+    // client is told about (ParameterStatus) as Postgres would.
+    let mut raw = common::WireClient::connect(pooler.port()).await;
+    raw.startup(
+        (3, 0),
+        &[
+            ("user", USER),
+            ("database", "postgres"),
+            ("lock_timeout", "3s"),
+            (
+                "options",
+                r"-c standard_conforming_strings=off -c application_name=two\ words",
+            ),
+        ],
+    )
+    .await;
+    raw.authenticate(PASSWORD).await.unwrap();
+    assert_eq!(raw.parameter("standard_conforming_strings"), Some("off"));
+    assert_eq!(raw.parameter("application_name"), Some("two words"));
+    assert_eq!(raw.query_value("SHOW lock_timeout").await, "3s");
+    assert_eq!(
+        raw.query_value("SHOW standard_conforming_strings").await,
+        "off"
+    );
+    assert_eq!(show(&b, "lock_timeout").await, "0");
+    assert_eq!(show(&b, "standard_conforming_strings").await, "on");
+
+    for (options, code) in [("-e", "42601"), ("-c%20no_such_setting%3D1", "42704")] {
+        let refused = common::try_connect(&format!("{url}?options={options}"))
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("options {options} were accepted"));
+        assert_eq!(
+            refused.code().map(|c| c.code()),
+            Some(code),
+            "options {options}: {refused}"
+        );
+    }
+    // The refused logins left nothing behind.
+    assert_eq!(show(&b, "search_path").await, default_path);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn temp_tables_and_advisory_locks_pin_their_client() {
     let pg = PgServer::start();

@@ -57,6 +57,8 @@ pub enum ClientError {
     TenantTerminated { tenant: String },
     #[error("terminating connection due to idle-session timeout")]
     IdleTimeout,
+    #[error(transparent)]
+    StartupOption(#[from] crate::params::OptionsError),
 }
 
 impl ClientError {
@@ -80,6 +82,8 @@ impl ClientError {
             Self::TenantFull { .. } | Self::UserFull { .. } => "53300",
             Self::AddressNotAllowed { .. } | Self::SslRequired { .. } => "28000",
             Self::IdleTimeout => "57P05",
+            // As Postgres answers a bad option at startup.
+            Self::StartupOption(_) => "42601",
         }
     }
 

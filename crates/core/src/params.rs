@@ -214,6 +214,130 @@ fn push_literal(sql: &mut String, value: &str) {
     sql.push('\'');
 }
 
+/// Startup parameters that are not settings (`_pq_.*` protocol options aside).
+const NOT_SETTINGS: [&str; 4] = ["user", "database", "options", "replication"];
+
+/// What a client's StartupMessage asks to set, given directly or in `options`:
+/// the tracked parameters, and the other settings (search_path,
+/// statement_timeout, ...), which a server connection takes with set_config.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct StartupSettings {
+    pub tracked: Vec<(String, String)>,
+    pub other: Vec<(String, String)>,
+}
+
+/// An `options` startup parameter Tidepool cannot honour.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OptionsError {
+    #[error(
+        "unsupported startup option \"{0}\": only -c name=value and --name=value are accepted"
+    )]
+    Unsupported(String),
+    #[error("startup option \"{0}\" requires a value")]
+    NoValue(String),
+}
+
+impl StartupSettings {
+    /// Sorts a client's startup parameters; `options` is read as libpq and
+    /// Postgres read it (white space separates, a backslash escapes the next
+    /// character). Tidepool's own routing options (`tidepool.tenant`, `reference`)
+    /// are left out.
+    pub fn of<'a>(
+        params: impl Iterator<Item = (&'a str, &'a str)>,
+    ) -> Result<StartupSettings, OptionsError> {
+        let mut settings = StartupSettings::default();
+        for (name, value) in params {
+            if name == "options" {
+                settings.read_options(value)?;
+            } else if !NOT_SETTINGS.contains(&name) && !name.starts_with("_pq_.") {
+                settings.push(name.to_owned(), value.to_owned());
+            }
+        }
+        Ok(settings)
+    }
+
+    fn push(&mut self, name: String, value: String) {
+        if tracked_index(&name).is_some() {
+            self.tracked.push((name, value));
+        } else {
+            self.other.push((name, value));
+        }
+    }
+
+    fn read_options(&mut self, options: &str) -> Result<(), OptionsError> {
+        let mut tokens = option_tokens(options).into_iter();
+        while let Some(token) = tokens.next() {
+            let setting = if token == "-c" {
+                match tokens.next() {
+                    Some(s) => s,
+                    None => return Err(OptionsError::NoValue(token)),
+                }
+            } else if let Some(s) = token.strip_prefix("-c") {
+                s.to_owned()
+            } else if let Some(s) = token.strip_prefix("--") {
+                // Postgres reads dashes in a long option's name as underscores.
+                match s.split_once('=') {
+                    Some((name, value)) => format!("{}={value}", name.replace('-', "_")),
+                    None => s.to_owned(),
+                }
+            } else if token.starts_with("reference=") {
+                continue;
+            } else {
+                return Err(OptionsError::Unsupported(token));
+            };
+            let Some((name, value)) = setting.split_once('=') else {
+                return Err(OptionsError::NoValue(setting));
+            };
+            if name.is_empty() {
+                return Err(OptionsError::Unsupported(setting));
+            }
+            if name.eq_ignore_ascii_case("tidepool.tenant") {
+                continue;
+            }
+            self.push(name.to_owned(), value.to_owned());
+        }
+        Ok(())
+    }
+}
+
+/// Splits an `options` value at unescaped white space, removing the escapes.
+fn option_tokens(options: &str) -> Vec<String> {
+    let mut tokens = Vec::new();
+    let mut token = String::new();
+    let mut chars = options.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                if let Some(next) = chars.next() {
+                    token.push(next);
+                }
+            }
+            c if c.is_ascii_whitespace() => {
+                if !token.is_empty() {
+                    tokens.push(std::mem::take(&mut token));
+                }
+            }
+            c => token.push(c),
+        }
+    }
+    if !token.is_empty() {
+        tokens.push(token);
+    }
+    tokens
+}
+
+impl SessionSettings {
+    /// Settings as given (not yet in the server's canonical form).
+    pub fn from_pairs(pairs: &[(String, String)]) -> Self {
+        Self(
+            pairs
+                .iter()
+                .map(|(n, v)| (n.as_str().into(), v.as_str().into()))
+                .collect(),
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -282,5 +406,60 @@ mod tests {
         let got = client.get("application_name").unwrap();
         assert!(got.len() <= 63 && long.starts_with(got));
         assert!(client.same_except_application_name(&ParamValues::default()));
+    }
+
+    fn pairs(kv: &[(&str, &str)]) -> Vec<(String, String)> {
+        kv.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn startup_settings_come_from_parameters_and_options() {
+        let got = StartupSettings::of(
+            [
+                ("user", "app.acme"),
+                ("database", "acme"),
+                ("_pq_.something", "x"),
+                ("search_path", "tenant_a, public"),
+                ("DateStyle", "ISO"),
+                (
+                    "options",
+                    r"-c statement_timeout=5s -cwork_mem=64MB --lock-timeout=1s -c tidepool.tenant=acme reference=acme -c application_name=my\ app -c standard_conforming_strings=off",
+                ),
+            ]
+            .into_iter(),
+        )
+        .unwrap();
+        assert_eq!(
+            got.tracked,
+            pairs(&[
+                ("DateStyle", "ISO"),
+                ("application_name", "my app"),
+                ("standard_conforming_strings", "off"),
+            ])
+        );
+        assert_eq!(
+            got.other,
+            pairs(&[
+                ("search_path", "tenant_a, public"),
+                ("statement_timeout", "5s"),
+                ("work_mem", "64MB"),
+                ("lock_timeout", "1s"),
+            ])
+        );
+    }
+
+    #[test]
+    fn startup_options_tidepool_cannot_honour_are_refused() {
+        let of = |options: &str| StartupSettings::of([("options", options)].into_iter());
+        assert_eq!(of("-e"), Err(OptionsError::Unsupported("-e".into())));
+        assert_eq!(of("-c"), Err(OptionsError::NoValue("-c".into())));
+        assert_eq!(
+            of("-c work_mem"),
+            Err(OptionsError::NoValue("work_mem".into()))
+        );
+        assert_eq!(of("--=1"), Err(OptionsError::Unsupported("=1".into())));
+        assert_eq!(of("   "), Ok(StartupSettings::default()));
     }
 }

@@ -53,6 +53,14 @@ pub fn execute(portal: &str, max_rows: u32, out: &mut BytesMut) {
     patch_len(out, start);
 }
 
+/// Close of the prepared statement `name`.
+pub fn close_statement(name: &str, out: &mut BytesMut) {
+    let start = begin(out, tag::CLOSE);
+    out.put_u8(b'S');
+    put_cstr(out, name);
+    patch_len(out, start);
+}
+
 /// Terminate.
 pub fn terminate(out: &mut BytesMut) {
     out.put_slice(&[tag::TERMINATE, 0, 0, 0, 4]);

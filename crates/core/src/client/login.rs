@@ -20,11 +20,11 @@ use crate::app::App;
 use crate::config::{AuthMethod, PoolMode, StoredPassword, Tenant, User};
 use crate::error::ClientError;
 use crate::framed::send;
-use crate::params::{ParamValues, SessionSettings};
+use crate::params::{ParamValues, SessionSettings, StartupSettings, READ_SESSION_SETTINGS};
 use crate::router::route;
 use crate::server::connect::ConnectError;
 use crate::server::pool::{CheckoutError, Lease};
-use crate::server::reset::{run_discarding, QueryOutcome};
+use crate::server::reset::{run_collect_pairs, run_discarding, QueryOutcome};
 use crate::signal::Watch;
 use crate::stream::Stream;
 use crate::tenants::AdmitError;
@@ -125,6 +125,32 @@ pub(super) async fn sync_params(
         QueryOutcome::Failed { code, message } => Err(ClientError::ServerRefused { code, message }),
         QueryOutcome::Ready(_) | QueryOutcome::Broken => Err(ClientError::ServerLost),
     }
+}
+
+/// Gives a server connection the settings a client asked for at startup (other
+/// than the tracked parameters) and reads them back in the server's canonical form
+/// ("5s" becomes "5000"), which is what the client's later checkouts compare.
+/// A setting the server refuses is the client's error, as on a direct connection.
+async fn startup_settings(
+    asked: &[(String, String)],
+    lease: &mut Lease,
+) -> Result<Box<SessionSettings>, ClientError> {
+    let given = SessionSettings::from_pairs(asked);
+    if let Some(sql) = given.sync_sql(&lease.conn.settings) {
+        match run_discarding(&mut lease.conn, &sql).await {
+            QueryOutcome::Ready(TransactionStatus::Idle) => {}
+            QueryOutcome::Failed { code, message } => {
+                return Err(ClientError::ServerRefused { code, message })
+            }
+            QueryOutcome::Ready(_) | QueryOutcome::Broken => return Err(ClientError::ServerLost),
+        }
+    }
+    let rows = run_collect_pairs(&mut lease.conn, READ_SESSION_SETTINGS)
+        .await
+        .ok_or(ClientError::ServerLost)?;
+    let canonical = SessionSettings::from_rows(rows);
+    lease.conn.settings.clone_from(&canonical);
+    Ok(Box::new(canonical))
 }
 
 pub(super) async fn login(
@@ -303,15 +329,26 @@ pub(super) async fn login(
             .as_ref()
             .map(|p| Arc::new(ParamValues::from_reported(p)))
     };
-    let startup = || params.params.iter().map(|(k, v)| (k.as_str(), v.as_str()));
-    let needs_server = match pool.default_values().or_else(stand_in_values) {
-        None => true,
-        Some(defaults) => {
-            let mut wanted = (*defaults).clone();
-            wanted.overlay_startup(startup());
-            !wanted.same_except_application_name(&defaults)
-        }
-    };
+    let asked =
+        match StartupSettings::of(params.params.iter().map(|(k, v)| (k.as_str(), v.as_str()))) {
+            Ok(s) => s,
+            Err(e) => {
+                let e = ClientError::from(e);
+                tracing::info!(%peer, error = %e, "client refused");
+                send_fatal(&mut stream, &e).await;
+                return None;
+            }
+        };
+    let startup = || asked.tracked.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+    let needs_server = !asked.other.is_empty()
+        || match pool.default_values().or_else(stand_in_values) {
+            None => true,
+            Some(defaults) => {
+                let mut wanted = (*defaults).clone();
+                wanted.overlay_startup(startup());
+                !wanted.same_except_application_name(&defaults)
+            }
+        };
     let mut lease = None;
     if user.mode == PoolMode::Session || needs_server {
         match pool.checkout().await {
@@ -338,13 +375,27 @@ pub(super) async fn login(
     };
     wanted.overlay_startup(startup());
     let mut wanted = Arc::new(wanted);
+    let mut settings = None;
     if let Some(l) = lease.as_mut() {
-        if let Err(e) = sync_params(&mut wanted, &SessionSettings::default(), l).await {
-            send_fatal(&mut stream, &e).await;
-            if let Some(l) = lease {
-                pool.release(l);
+        let applied = match sync_params(&mut wanted, &SessionSettings::default(), l).await {
+            Ok(()) if asked.other.is_empty() => Ok(None),
+            Ok(()) => startup_settings(&asked.other, l).await.map(Some),
+            Err(e) => Err(e),
+        };
+        match applied {
+            Ok(s) => settings = s,
+            Err(e) => {
+                send_fatal(&mut stream, &e).await;
+                if let Some(l) = lease {
+                    if asked.other.is_empty() {
+                        pool.release(l);
+                    } else {
+                        // Some of the settings may have taken before one failed.
+                        pool.discard(l);
+                    }
+                }
+                return None;
             }
-            return None;
         }
     }
     let (cancel_key, cancel) = app.cancels.register(pool.upstream_addr.clone());
@@ -381,7 +432,7 @@ pub(super) async fn login(
         wanted,
         statements: (user.mode == PoolMode::Transaction && config.pool.max_prepared_statements > 0)
             .then(ClientStatements::default),
-        settings: None,
+        settings,
         listening: None,
         slot,
         idle_since: crate::client::park::NOT_PARKING,

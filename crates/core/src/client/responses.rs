@@ -59,13 +59,6 @@ pub enum Undo {
         global: Box<str>,
         previous: Option<Arc<Statement>>,
     },
-    /// A Parse of a client's named statement the pooler answered: give the client
-    /// name its previous meaning.
-    AnsweredParse {
-        client_name: Box<str>,
-        global: Box<str>,
-        previous: Option<Arc<Statement>>,
-    },
     /// A Close of a client's named statement the pooler answered: the client still
     /// has the statement.
     AnsweredClose {

@@ -1,8 +1,9 @@
 //! Client-to-server messages in transaction mode, rewritten so named prepared
 //! statements follow their client: a Parse of a named statement is sent under its
-//! pooler-wide name (or answered by the pooler if the server has it already), a
-//! Bind or Describe naming it is renamed and preceded by a Parse when the server
-//! lacks it, and a Close of it is answered by the pooler. Every request is entered
+//! pooler-wide name (after a Close of that name, so that it replaces a copy the
+//! server may have from before a schema change), a Bind or Describe naming it is
+//! renamed and preceded by a Parse when the server lacks it, and a Close of it is
+//! answered by the pooler. Every request is entered
 //! in the [`ResponsePlan`] so the answers can be put in order. Pure.
 
 use std::sync::Arc;
@@ -10,7 +11,7 @@ use std::sync::Arc;
 use bytes::{BufMut, BytesMut};
 use pgwire::{frame::Frame, tag, WireError};
 
-use super::responses::{ResponseEnd, ResponsePlan, Undo, CLOSE_COMPLETE, PARSE_COMPLETE};
+use super::responses::{ResponseEnd, ResponsePlan, Undo, CLOSE_COMPLETE};
 use super::statements::{ClientStatements, ServerStatements, Statement};
 use crate::sql_hint::SessionHints;
 
@@ -60,7 +61,7 @@ impl Rewriter<'_> {
         to_client: &mut Vec<u8>,
     ) -> Result<Pass, WireError> {
         let pass = match frame.tag {
-            tag::PARSE => self.parse(frame.body, *hints, to_server, to_client)?,
+            tag::PARSE => self.parse(frame.body, *hints, to_server)?,
             tag::BIND => {
                 let (portal, rest) = split_cstr(frame.body, "Bind")?;
                 let (statement, rest) = split_cstr(rest, "Bind")?;
@@ -175,7 +176,6 @@ impl Rewriter<'_> {
         body: &[u8],
         hints: SessionHints,
         to_server: &mut BytesMut,
-        to_client: &mut Vec<u8>,
     ) -> Result<Pass, WireError> {
         let (name, rest) = split_cstr(body, "Parse")?;
         if name.is_empty() {
@@ -186,17 +186,14 @@ impl Rewriter<'_> {
         let statement = Arc::new(Statement::from_parse_rest(rest, hints));
         let previous = self.client.get(name).cloned();
         self.client.insert(name, statement.clone());
-        if self.server.touch(&statement.global) {
-            let undo = Undo::AnsweredParse {
-                client_name: name.into(),
-                global: statement.global.clone(),
-                previous,
-            };
-            self.plan.answer(PARSE_COMPLETE, undo, to_client);
-            return Ok(Pass::Rewritten);
+        // A client's own Parse reaches the server even when the server has the
+        // statement from another client (or from this one): that copy may predate
+        // a schema change (a driver prepares again after "cached plan must not
+        // change result type"), and its parameter types were inferred then.
+        if !self.server.touch(&statement.global) {
+            self.evict_for(&statement.global, to_server);
         }
-        self.evict_for(&statement.global, to_server);
-        to_server.put_slice(&statement.parse);
+        self.put_parse(&statement, to_server);
         self.plan.forward(
             ResponseEnd::ParseComplete,
             Undo::ClientParse {
@@ -239,13 +236,23 @@ impl Rewriter<'_> {
             return;
         }
         self.evict_for(&s.global, to_server);
-        to_server.put_slice(&s.parse);
+        self.put_parse(s, to_server);
         self.plan.hidden(
             ResponseEnd::ParseComplete,
             Undo::AddedParse {
                 global: s.global.clone(),
             },
         );
+    }
+
+    /// Writes the Parse of `s`, after a Close of its name (hidden from the client):
+    /// Postgres ignores a Close of a statement it lacks, so the Parse succeeds
+    /// whether or not the server has the name, even where the cache is wrong about
+    /// it (a request skipped after an error leaves it unsure).
+    fn put_parse(&mut self, s: &Statement, to_server: &mut BytesMut) {
+        put_target(to_server, tag::CLOSE, b'S', &s.global);
+        self.plan.hidden(ResponseEnd::CloseComplete, Undo::None);
+        to_server.put_slice(&s.parse);
     }
 
     /// Records `global` in the server's cache, closing the least recently used
@@ -273,11 +280,6 @@ impl Rewriter<'_> {
                     self.restore_name(client_name, global, previous);
                     self.server.remove(global);
                 }
-                Undo::AnsweredParse {
-                    client_name,
-                    global,
-                    previous,
-                } => self.restore_name(client_name, global, previous),
                 Undo::AnsweredClose {
                     client_name,
                     statement,

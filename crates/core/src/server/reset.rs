@@ -90,11 +90,23 @@ pub async fn run_discarding(conn: &mut ServerConn, sql: &str) -> QueryOutcome {
     run_query(conn, sql, |_| Some(())).await
 }
 
+/// The statement [`run_collect_pairs`] prepares and closes in one request.
+const OWN_STATEMENT: &str = "tidepool internal: read";
+
 /// Runs a query returning two text columns and collects its rows; `None` if the
-/// query failed or the connection broke.
+/// query failed or the connection broke. It goes over the extended protocol as a
+/// named statement, closed in the same request, because a simple Query would drop
+/// the unnamed statement, which some drivers (pg8000) Parse in one request and
+/// Bind in the next.
 pub async fn run_collect_pairs(conn: &mut ServerConn, sql: &str) -> Option<Vec<(String, String)>> {
+    let mut out = BytesMut::with_capacity(sql.len() + 96);
+    frontend::parse(OWN_STATEMENT, sql, &mut out);
+    frontend::bind_text("", OWN_STATEMENT, &[], &mut out);
+    frontend::execute("", 0, &mut out);
+    frontend::close_statement(OWN_STATEMENT, &mut out);
+    frontend::sync(&mut out);
     let mut rows = Vec::new();
-    let outcome = run_query(conn, sql, |body| {
+    let outcome = run_request(conn, out, |body| {
         rows.push(two_text_columns(body)?);
         Some(())
     })
