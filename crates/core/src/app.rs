@@ -111,19 +111,20 @@ impl App {
         let _ = self.shards.set(shards);
     }
 
-    /// Whether client tasks run on shards rather than on the current runtime.
-    pub fn sharded(&self) -> bool {
-        self.shards.get().is_some()
+    /// The shards client tasks run on, if any (else the current runtime).
+    pub fn shards(&self) -> Option<&Arc<Shards>> {
+        self.shards.get()
     }
 
-    /// Runs a client's task, tracked: on the least busy shard, or on the
+    /// Runs a client's task, tracked: on a shard (this thread's unless it is much
+    /// busier than the least busy one), or on the
     /// current runtime when there are no shards.
     pub fn spawn_client<F>(&self, task: F)
     where
         F: std::future::Future<Output = ()> + Send + 'static,
     {
         match self.shards.get() {
-            Some(shards) => shards.spawn_client(&self.tasks, task),
+            Some(shards) => shards.spawn_client_on(shards.pick(), &self.tasks, task),
             None => {
                 self.tasks.spawn(task);
             }

@@ -37,7 +37,32 @@ pub async fn run(app: Arc<App>) -> std::io::Result<()> {
     let config = app.config();
     let listener = tokio::net::TcpListener::bind(config.server.listen).await?;
     tracing::info!(listen = %config.server.listen, tenants = config.tenants.len(), "tidepool listening");
-    listener::accept_loop(app.clone(), listener).await;
+    match app.shards() {
+        // Each shard accepts on its own copy of the socket, registered with its
+        // own reactor (a new client wakes them all; one accepts it).
+        Some(shards) => {
+            let listener = listener.into_std()?;
+            let mut copies = Vec::with_capacity(shards.len());
+            for _ in 0..shards.len() {
+                copies.push(listener.try_clone()?);
+            }
+            drop(listener);
+            let mut copies = copies.into_iter();
+            shards.spawn_on_each(&app.tasks, || {
+                let copy = copies.next();
+                let app = app.clone();
+                async move {
+                    let Some(copy) = copy else { return };
+                    match tokio::net::TcpListener::from_std(copy) {
+                        Ok(listener) => listener::accept_loop(app, listener).await,
+                        Err(e) => tracing::error!(error = %e, "a shard cannot accept clients"),
+                    }
+                }
+            });
+            app.shutdown.cancelled().await;
+        }
+        None => listener::accept_loop(app.clone(), listener).await,
+    }
     tracing::info!("shutting down: no new clients; waiting for open transactions");
     app.tasks.close();
     let grace = app.config().server.shutdown_timeout;

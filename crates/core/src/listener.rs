@@ -1,5 +1,6 @@
-//! Accepting client connections until shutdown; each gets its own tracked task, on
-//! a shard when there are shards.
+//! Accepting client connections until shutdown; each gets its own tracked task.
+//! With shards, every shard accepts on its own copy of the listening socket, and
+//! a client it accepts stays there unless another shard is much less busy.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,6 +9,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::app::App;
 use crate::client::session;
+use crate::shard;
 
 /// Accepts clients until `app.shutdown` fires.
 pub async fn accept_loop(app: Arc<App>, listener: TcpListener) {
@@ -17,40 +19,7 @@ pub async fn accept_loop(app: Arc<App>, listener: TcpListener) {
             r = listener.accept() => r,
         };
         match accepted {
-            Ok((tcp, peer)) if app.sharded() => {
-                // The socket moves to the reactor of the shard that serves it.
-                let tcp = match tcp.into_std() {
-                    Ok(tcp) => tcp,
-                    Err(e) => {
-                        tracing::warn!(error = %e, %peer, "cannot hand an accepted client to a shard");
-                        continue;
-                    }
-                };
-                let client = app.clone();
-                app.spawn_client(async move {
-                    match TcpStream::from_std(tcp) {
-                        Ok(tcp) => {
-                            let accepted = Box::new(session::Accepted {
-                                app: client,
-                                tcp,
-                                peer,
-                            });
-                            session::serve(accepted).await;
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, %peer, "cannot take an accepted client onto its shard");
-                        }
-                    }
-                });
-            }
-            Ok((tcp, peer)) => {
-                let accepted = Box::new(session::Accepted {
-                    app: app.clone(),
-                    tcp,
-                    peer,
-                });
-                app.spawn_client(session::serve(accepted));
-            }
+            Ok((tcp, peer)) => serve(&app, tcp, peer),
             Err(e) => {
                 // Out of file descriptors or similar: back off instead of spinning.
                 tracing::warn!(error = %e, "accept failed");
@@ -58,4 +27,48 @@ pub async fn accept_loop(app: Arc<App>, listener: TcpListener) {
             }
         }
     }
+}
+
+/// Gives an accepted client its task: here, or on the shard `pick` names, its
+/// socket moved to that shard's reactor.
+fn serve(app: &Arc<App>, tcp: TcpStream, peer: std::net::SocketAddr) {
+    let accepted = |tcp| {
+        Box::new(session::Accepted {
+            app: app.clone(),
+            tcp,
+            peer,
+        })
+    };
+    let Some(shards) = app.shards() else {
+        app.spawn_client(session::serve(accepted(tcp)));
+        return;
+    };
+    let target = shards.pick();
+    if target == shard::current() as usize {
+        shards.spawn_client_on(target, &app.tasks, session::serve(accepted(tcp)));
+        return;
+    }
+    let tcp = match tcp.into_std() {
+        Ok(tcp) => tcp,
+        Err(e) => {
+            tracing::warn!(error = %e, %peer, "cannot hand an accepted client to a shard");
+            return;
+        }
+    };
+    let client = app.clone();
+    shards.spawn_client_on(target, &app.tasks, async move {
+        match TcpStream::from_std(tcp) {
+            Ok(tcp) => {
+                let accepted = Box::new(session::Accepted {
+                    app: client,
+                    tcp,
+                    peer,
+                });
+                session::serve(accepted).await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, %peer, "cannot take an accepted client onto its shard");
+            }
+        }
+    });
 }

@@ -95,35 +95,61 @@ impl Shards {
         self.shards.is_empty()
     }
 
-    /// The shard with the fewest client tasks (in turn among equals).
-    fn pick(&self) -> &Shard {
+    /// The shard with the fewest client tasks (in turn among equals), with its count.
+    fn least_busy(&self) -> (usize, u32) {
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         let n = self.shards.len();
-        let mut best = &self.shards[start % n];
-        let mut least = best.clients.load(Ordering::Relaxed);
+        let mut best = start % n;
+        let mut least = self.shards[best].clients.load(Ordering::Relaxed);
         for k in 1..n {
-            let shard = &self.shards[(start + k) % n];
-            let clients = shard.clients.load(Ordering::Relaxed);
+            let i = (start + k) % n;
+            let clients = self.shards[i].clients.load(Ordering::Relaxed);
             if clients < least {
-                best = shard;
+                best = i;
                 least = clients;
             }
         }
-        best
+        (best, least)
     }
 
-    /// Runs a client's task on the least busy shard, tracked by `tasks`.
-    pub fn spawn_client<F>(&self, tasks: &TaskTracker, task: F)
+    /// Where a new client task goes: the shard of this thread while it is not
+    /// much busier than the least busy one (a task spawned here wakes no other
+    /// thread, and its socket needs no move to another reactor), else the least
+    /// busy shard.
+    pub fn pick(&self) -> usize {
+        let (least, count) = self.least_busy();
+        let here = current() as usize;
+        match self.shards.get(here) {
+            Some(shard) if shard.clients.load(Ordering::Relaxed) <= count + (count / 8).max(2) => {
+                here
+            }
+            _ => least,
+        }
+    }
+
+    /// Runs a client's task on shard `index` (from [`Self::pick`]), tracked by
+    /// `tasks` and counted as that shard's while it runs.
+    pub fn spawn_client_on<F>(&self, index: usize, tasks: &TaskTracker, task: F)
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        let shard = self.pick();
+        let shard = &self.shards[index % self.shards.len()];
         shard.clients.fetch_add(1, Ordering::Relaxed);
         let counted = Counted(shard.clients.clone());
         shard.handle.spawn(tasks.track_future(async move {
             let _counted = counted;
             task.await;
         }));
+    }
+
+    /// Runs `task` on every shard, tracked by `tasks` (each gets its own copy).
+    pub fn spawn_on_each<F>(&self, tasks: &TaskTracker, mut task: impl FnMut() -> F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        for shard in self.shards.iter() {
+            shard.handle.spawn(tasks.track_future(task()));
+        }
     }
 }
 
