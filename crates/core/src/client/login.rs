@@ -20,11 +20,11 @@ use crate::app::App;
 use crate::config::{AuthMethod, PoolMode, StoredPassword, Tenant, User};
 use crate::error::ClientError;
 use crate::framed::send;
-use crate::params::{ParamValues, SessionSettings, StartupSettings, READ_SESSION_SETTINGS};
+use crate::params::{ParamValues, SessionSettings, StartupSettings};
 use crate::router::route;
 use crate::server::connect::ConnectError;
 use crate::server::pool::{CheckoutError, Lease};
-use crate::server::reset::{run_collect_pairs, run_discarding, QueryOutcome};
+use crate::server::reset::{read_session_settings, run_discarding, QueryOutcome};
 use crate::signal::Watch;
 use crate::stream::Stream;
 use crate::tenants::AdmitError;
@@ -125,32 +125,6 @@ pub(super) async fn sync_params(
         QueryOutcome::Failed { code, message } => Err(ClientError::ServerRefused { code, message }),
         QueryOutcome::Ready(_) | QueryOutcome::Broken => Err(ClientError::ServerLost),
     }
-}
-
-/// Gives a server connection the settings a client asked for at startup (other
-/// than the tracked parameters) and reads them back in the server's canonical form
-/// ("5s" becomes "5000"), which is what the client's later checkouts compare.
-/// A setting the server refuses is the client's error, as on a direct connection.
-async fn startup_settings(
-    asked: &[(String, String)],
-    lease: &mut Lease,
-) -> Result<Box<SessionSettings>, ClientError> {
-    let given = SessionSettings::from_pairs(asked);
-    if let Some(sql) = given.sync_sql(&lease.conn.settings) {
-        match run_discarding(&mut lease.conn, &sql).await {
-            QueryOutcome::Ready(TransactionStatus::Idle) => {}
-            QueryOutcome::Failed { code, message } => {
-                return Err(ClientError::ServerRefused { code, message })
-            }
-            QueryOutcome::Ready(_) | QueryOutcome::Broken => return Err(ClientError::ServerLost),
-        }
-    }
-    let rows = run_collect_pairs(&mut lease.conn, READ_SESSION_SETTINGS)
-        .await
-        .ok_or(ClientError::ServerLost)?;
-    let canonical = SessionSettings::from_rows(rows);
-    lease.conn.settings.clone_from(&canonical);
-    Ok(Box::new(canonical))
 }
 
 pub(super) async fn login(
@@ -377,9 +351,16 @@ pub(super) async fn login(
     let mut wanted = Arc::new(wanted);
     let mut settings = None;
     if let Some(l) = lease.as_mut() {
-        let applied = match sync_params(&mut wanted, &SessionSettings::default(), l).await {
+        // The settings asked for at startup go with the tracked parameters, then
+        // are read back in the server's form ("5s" becomes "5000"), which is what
+        // the client's later checkouts compare.
+        let given = SessionSettings::from_pairs(&asked.other);
+        let applied = match sync_params(&mut wanted, &given, l).await {
             Ok(()) if asked.other.is_empty() => Ok(None),
-            Ok(()) => startup_settings(&asked.other, l).await.map(Some),
+            Ok(()) => read_session_settings(&mut l.conn)
+                .await
+                .map(|s| (!s.is_empty()).then(|| Box::new(s)))
+                .ok_or(ClientError::ServerLost),
             Err(e) => Err(e),
         };
         match applied {

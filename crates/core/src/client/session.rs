@@ -22,9 +22,9 @@ use crate::cancel::{CancelTarget, ClientKey};
 use crate::config::User;
 use crate::error::ClientError;
 use crate::framed::send;
-use crate::params::{ParamValues, SessionSettings, NO_SETTINGS, READ_SESSION_SETTINGS};
+use crate::params::{ParamValues, SessionSettings, NO_SETTINGS};
 use crate::server::pool::{CheckoutError, Lease, Pool};
-use crate::server::reset::{clean, run_collect_pairs};
+use crate::server::reset::{clean, read_session_settings};
 use crate::signal::Watch;
 use crate::sql_hint::{listen_command, ListenCommand};
 use crate::stream::Stream;
@@ -591,10 +591,8 @@ impl Session {
             return Flow::Stop;
         }
         if relay.hints.settings {
-            match run_collect_pairs(&mut lease.conn, READ_SESSION_SETTINGS).await {
-                Some(rows) => {
-                    let settings = SessionSettings::from_rows(rows);
-                    lease.conn.settings.clone_from(&settings);
+            match read_session_settings(&mut lease.conn).await {
+                Some(settings) => {
                     self.settings = (!settings.is_empty()).then(|| Box::new(settings));
                 }
                 None => {

@@ -9,6 +9,7 @@ use pgwire::{frame::Frame, frontend, TransactionStatus};
 
 use super::conn::ServerConn;
 use crate::framed::{read_message, send};
+use crate::params::{SessionSettings, READ_SESSION_SETTINGS};
 
 /// How long a cleanup query may take before the connection is given up.
 const CLEANUP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -98,7 +99,7 @@ const OWN_STATEMENT: &str = "tidepool internal: read";
 /// named statement, closed in the same request, because a simple Query would drop
 /// the unnamed statement, which some drivers (pg8000) Parse in one request and
 /// Bind in the next.
-pub async fn run_collect_pairs(conn: &mut ServerConn, sql: &str) -> Option<Vec<(String, String)>> {
+async fn run_collect_pairs(conn: &mut ServerConn, sql: &str) -> Option<Vec<(String, String)>> {
     let mut out = BytesMut::with_capacity(sql.len() + 96);
     frontend::parse(OWN_STATEMENT, sql, &mut out);
     frontend::bind_text("", OWN_STATEMENT, &[], &mut out);
@@ -112,6 +113,16 @@ pub async fn run_collect_pairs(conn: &mut ServerConn, sql: &str) -> Option<Vec<(
     })
     .await;
     matches!(outcome, QueryOutcome::Ready(_)).then_some(rows)
+}
+
+/// Reads a connection's session-level settings back ([`READ_SESSION_SETTINGS`], in
+/// the server's canonical form) and records them as what it carries; `None` if
+/// the read failed or the connection broke.
+pub async fn read_session_settings(conn: &mut ServerConn) -> Option<SessionSettings> {
+    let rows = run_collect_pairs(conn, READ_SESSION_SETTINGS).await?;
+    let settings = SessionSettings::from_rows(rows);
+    conn.settings.clone_from(&settings);
+    Some(settings)
 }
 
 /// Runs `sql` with text parameters over the extended protocol (unnamed statement
