@@ -9,16 +9,19 @@
 #
 # Starts a throwaway PostgreSQL (pgbench scale 1) and the binary (default
 # target/release/tidepool, built if missing) under callgrind with
-# instrumentation off, warms it up, then counts two pgbench runs of 10 clients:
-# 200 and 1,200 transactions per client. The difference, divided by 10,000
-# transactions, leaves logins and start-up out. Prints instructions per
-# transaction and keeps the callgrind file (callgrind_annotate reads it) in the
-# output folder it names.
+# instrumentation off, warms it up, then counts two pgbench runs of 10 clients
+# (CALLGRIND_CLIENTS): 200 and 1,200 transactions per client. The difference,
+# divided by the 1,000 transactions per client between them, leaves logins
+# and start-up out. Prints instructions per transaction and keeps the callgrind file
+# (callgrind_annotate reads it) in the output folder it names.
 #
 # --pgbouncer counts PgBouncer (the distribution's package, same pool) the same
 # way, except that its idle event loop never takes callgrind_control's
 # commands: it runs twice under callgrind from the start, once per pgbench run,
 # and the difference of the two totals is divided.
+#
+# CALLGRIND_CLIENTS (default 10) sets pgbench's client count; above the pool size
+# of 20, clients queue for a server connection as in the full benchmark.
 #
 # A benchmark, not a test: nothing here asserts a count.
 set -euo pipefail
@@ -29,6 +32,8 @@ source "$BENCH_DIR/../scripts/lib.sh"
 # shellcheck source=bench/pgbouncer.sh
 source "$BENCH_DIR/pgbouncer.sh"
 readonly BENCH_USER=bench BENCH_DB=bench POOL_SIZE=20
+CLIENTS="${CALLGRIND_CLIENTS:-10}"
+[[ "$CLIENTS" =~ ^[1-9][0-9]*$ ]] || tp_die "CALLGRIND_CLIENTS must be a positive integer"
 
 BINARY=""
 PGBOUNCER=""
@@ -75,7 +80,7 @@ PGPASSWORD=benchpass timeout 300 "$PGBENCH" -i -s 1 -q -h 127.0.0.1 -p "$TP_PG_P
 # processed count.
 pgbench_run() {
     PGPASSWORD=benchpass timeout 600 "$PGBENCH" -n -h 127.0.0.1 -p "$PORT" -U bench \
-        "${MODE[@]}" -c 10 -j 2 -t "$1" bench 2>&1 |
+        "${MODE[@]}" -c "$CLIENTS" -j 2 -t "$1" bench 2>&1 |
         sed -n 's/^number of transactions actually processed: //p'
 }
 
@@ -104,7 +109,7 @@ if [ -n "$PGBOUNCER" ]; then
     done
     [ -n "${TOTAL[short]}" ] && [ -n "${TOTAL[long]}" ] || tp_die "no callgrind totals in $OUT"
     echo "PgBouncer, mode: ${MODE[*]}"
-    echo "instructions per transaction: $(((TOTAL[long] - TOTAL[short]) / 10000))"
+    echo "instructions per transaction: $(((TOTAL[long] - TOTAL[short]) / (CLIENTS * 1000)))"
     echo "callgrind files: $OUT/callgrind.out.short (whole run, 200 per client), $OUT/callgrind.out.long (1,200)"
     exit 0
 fi
@@ -130,5 +135,5 @@ SHORT="$(total "$OUT/callgrind.out.1")"
 LONG="$(total "$OUT/callgrind.out.2")"
 [ -n "$SHORT" ] && [ -n "$LONG" ] || tp_die "no callgrind totals in $OUT"
 echo "mode: ${MODE[*]}"
-echo "instructions per transaction: $(((LONG - SHORT) / 10000))"
+echo "instructions per transaction: $(((LONG - SHORT) / (CLIENTS * 1000)))"
 echo "callgrind files: $OUT/callgrind.out.1 (200 per client), $OUT/callgrind.out.2 (1,200 per client)"

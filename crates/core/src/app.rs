@@ -231,6 +231,7 @@ impl App {
     /// it has had neither clients nor connections for a whole pass (lazy pools:
     /// an unused tenant costs no task and no connection).
     fn spawn_maintenance(self: &Arc<Self>, key: PoolKey, pool: Arc<Pool>) {
+        self.spawn_expiry(&pool);
         let stop = self.shutdown.clone();
         let app = Arc::downgrade(self);
         self.tasks.spawn(async move {
@@ -250,6 +251,32 @@ impl App {
                 }
             }
             pool.close_all();
+        });
+    }
+
+    /// Ends `pool`'s checkouts that waited past their timeout, every
+    /// [`Pool::expiry_interval`], while the pool lives. A task of its own: the
+    /// maintenance pass may wait on a connect. It holds the pool weakly, so it
+    /// does not keep a retired pool alive.
+    fn spawn_expiry(&self, pool: &Arc<Pool>) {
+        let stop = self.shutdown.clone();
+        let closed = pool.closed.clone();
+        let pool = Arc::downgrade(pool);
+        self.tasks.spawn(async move {
+            loop {
+                let every = match pool.upgrade() {
+                    Some(pool) => {
+                        pool.expire_waiters();
+                        pool.expiry_interval()
+                    }
+                    None => break,
+                };
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = closed.cancelled() => break,
+                    _ = tokio::time::sleep(every) => {}
+                }
+            }
         });
     }
 

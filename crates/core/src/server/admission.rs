@@ -4,6 +4,11 @@
 //! connections between clients of one thread without waking another; a waiter
 //! on another shard goes first once it has waited [`SLACK`] longer than the local
 //! one, and whenever the local shard has no waiter.
+//!
+//! A waiter carries its deadline, and [`Admission::expire`] (called by the pool's
+//! maintenance task, a few times per timeout) ends the waits past it. A wait arms no
+//! timer of its own: registering one per waiting checkout took the runtime's timer
+//! lock twice and often an eventfd write to re-arm the reactor.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -24,6 +29,8 @@ pub enum NoPermit {
     Busy,
     /// The pool is closed.
     Closed,
+    /// The wait passed its deadline.
+    TimedOut,
 }
 
 /// The admission of one pool.
@@ -49,6 +56,9 @@ struct State {
 
 struct Waiter {
     since: Instant,
+    deadline: Instant,
+    /// Sent to with a permit; dropped unsent when the deadline passed or the pool
+    /// closed.
     grant: oneshot::Sender<()>,
 }
 
@@ -148,9 +158,14 @@ impl Admission {
         })
     }
 
-    /// A permit, waiting in this shard's queue for one when all are lent.
+    /// A permit, waiting in this shard's queue for one when all are lent, until
+    /// `deadline` (enforced by [`Self::expire`]). `since` is when the wait began.
     /// Cancel-safe: a permit granted to a waiter that is dropped is given back.
-    pub async fn acquire(self: &Arc<Self>) -> Result<Permit, NoPermit> {
+    pub async fn acquire(
+        self: &Arc<Self>,
+        since: Instant,
+        deadline: Instant,
+    ) -> Result<Permit, NoPermit> {
         let rx = {
             let mut state = self.lock();
             if state.closed {
@@ -166,7 +181,8 @@ impl Admission {
             state.push(
                 queue_index(shard::current()),
                 Waiter {
-                    since: Instant::now(),
+                    since,
+                    deadline,
                     grant,
                 },
             );
@@ -183,9 +199,30 @@ impl Admission {
                     admission: self.clone(),
                 })
             }
-            // The sender was dropped without a grant: the pool closed.
-            Err(_) => Err(NoPermit::Closed),
+            // The sender was dropped without a grant: by `close`, which marks the
+            // pool closed first, or by `expire`.
+            Err(_) if self.is_closed() => Err(NoPermit::Closed),
+            Err(_) => Err(NoPermit::TimedOut),
         }
+    }
+
+    /// Ends the waits whose deadline is `now` or earlier (they get
+    /// [`NoPermit::TimedOut`]) and drops those that gave up.
+    pub fn expire(&self, now: Instant) {
+        let mut state = self.lock();
+        if state.queued == 0 {
+            return;
+        }
+        let mut live = 0;
+        for queue in &mut state.queues {
+            // Deadlines are in queue order unless the timeout changed, so every
+            // waiter is looked at; this runs a few times per timeout. A dropped
+            // grant ends its wait (a tokio waker only schedules the task).
+            queue.retain(|w| !w.grant.is_closed() && w.deadline > now);
+            live += queue.len();
+        }
+        state.queued = live;
+        state.live_at_sweep = live;
     }
 
     /// Gives a permit back: to a waiter, to the debt, or to the available ones.
@@ -275,7 +312,14 @@ mod tests {
 
     fn waiter(state: &mut State, queue: usize, since: Instant) -> oneshot::Receiver<()> {
         let (grant, rx) = oneshot::channel();
-        state.push(queue, Waiter { since, grant });
+        state.push(
+            queue,
+            Waiter {
+                since,
+                deadline: since + Duration::from_secs(60),
+                grant,
+            },
+        );
         rx
     }
 
@@ -321,6 +365,12 @@ mod tests {
         assert!(state.next_waiter(1).is_none());
     }
 
+    /// A wait that ends in a minute.
+    fn far() -> (Instant, Instant) {
+        let now = Instant::now();
+        (now, now + Duration::from_secs(60))
+    }
+
     #[tokio::test]
     async fn permits_are_bounded_given_back_and_handed_on() {
         let admission = Admission::new(2);
@@ -329,7 +379,10 @@ mod tests {
         assert_eq!(admission.try_acquire().err(), Some(NoPermit::Busy));
         let waiting = tokio::spawn({
             let admission = admission.clone();
-            async move { admission.acquire().await.map(drop) }
+            async move {
+                let (since, deadline) = far();
+                admission.acquire(since, deadline).await.map(drop)
+            }
         });
         tokio::task::yield_now().await;
         drop(a);
@@ -342,7 +395,12 @@ mod tests {
     async fn a_waiter_that_gives_up_loses_no_permit() {
         let admission = Admission::new(1);
         let held = admission.try_acquire().unwrap();
-        let gave_up = tokio::time::timeout(Duration::from_millis(10), admission.acquire()).await;
+        let (since, deadline) = far();
+        let gave_up = tokio::time::timeout(
+            Duration::from_millis(10),
+            admission.acquire(since, deadline),
+        )
+        .await;
         assert!(gave_up.is_err());
         drop(held);
         let again = admission.try_acquire();
@@ -365,12 +423,44 @@ mod tests {
         let b = admission.try_acquire().unwrap();
         let waiting = tokio::spawn({
             let admission = admission.clone();
-            async move { admission.acquire().await.map(drop) }
+            async move {
+                let (since, deadline) = far();
+                admission.acquire(since, deadline).await.map(drop)
+            }
         });
         tokio::task::yield_now().await;
         admission.close();
         assert_eq!(waiting.await.unwrap(), Err(NoPermit::Closed));
         drop(b);
         assert_eq!(admission.try_acquire().err(), Some(NoPermit::Closed));
+    }
+
+    #[tokio::test]
+    async fn expire_ends_only_the_waits_past_their_deadline() {
+        let admission = Admission::new(1);
+        let held = admission.try_acquire().unwrap();
+        let t0 = Instant::now();
+        let wait = |deadline: Instant| {
+            let admission = admission.clone();
+            tokio::spawn(async move { admission.acquire(t0, deadline).await.map(drop) })
+        };
+        // Out of deadline order, as after the timeout was shortened.
+        let late = wait(t0 + Duration::from_secs(60));
+        let soon = wait(t0 + Duration::from_millis(5));
+        tokio::task::yield_now().await;
+        admission.expire(t0 + Duration::from_millis(4));
+        tokio::task::yield_now().await;
+        assert!(!soon.is_finished(), "expired before its deadline");
+        admission.expire(t0 + Duration::from_millis(5));
+        assert_eq!(soon.await.unwrap(), Err(NoPermit::TimedOut));
+        assert!(!late.is_finished());
+        drop(held);
+        assert_eq!(
+            late.await.unwrap(),
+            Ok(()),
+            "the permit went to the live waiter"
+        );
+        assert!(admission.try_acquire().is_ok(), "and came back");
+        assert_eq!(admission.lock().queued, 0);
     }
 }

@@ -175,17 +175,18 @@ impl Pool {
         };
         let permit = match self.admission.try_acquire() {
             Ok(p) => p,
-            Err(NoPermit::Closed) => return Err(CheckoutError::Closed),
+            Err(NoPermit::Closed | NoPermit::TimedOut) => return Err(CheckoutError::Closed),
             Err(NoPermit::Busy) => {
                 self.stats.waiting.fetch_add(1, Ordering::Relaxed);
                 let started = Instant::now();
-                let r = tokio::time::timeout(wait, self.admission.acquire()).await;
+                // The deadline is kept by the maintenance task (`expire_waiters`).
+                let r = self.admission.acquire(started, started + wait).await;
                 self.metrics.checkout.observe(started.elapsed());
                 self.stats.waiting.fetch_sub(1, Ordering::Relaxed);
                 match r {
-                    Ok(Ok(p)) => p,
-                    Ok(Err(_)) => return Err(CheckoutError::Closed),
-                    Err(_) => return Err(CheckoutError::Timeout(wait)),
+                    Ok(p) => p,
+                    Err(NoPermit::TimedOut) => return Err(CheckoutError::Timeout(wait)),
+                    Err(NoPermit::Closed | NoPermit::Busy) => return Err(CheckoutError::Closed),
                 }
             }
         };
@@ -334,6 +335,19 @@ impl Pool {
             self.admission
                 .remove_permits((old.size - limits.size) as usize);
         }
+    }
+
+    /// Ends the checkouts that have waited past their timeout (they fail with
+    /// [`CheckoutError::Timeout`]). Called every [`Self::expiry_interval`].
+    pub fn expire_waiters(&self) {
+        self.admission.expire(Instant::now());
+    }
+
+    /// How often [`Self::expire_waiters`] runs: a quarter of the checkout timeout,
+    /// between 5 ms and 1 s, so a wait ends at most that much after its timeout.
+    pub fn expiry_interval(&self) -> Duration {
+        (self.limits.load().checkout_timeout / 4)
+            .clamp(Duration::from_millis(5), Duration::from_secs(1))
     }
 
     /// Closes idle connections past their idle timeout or lifetime (keeping
