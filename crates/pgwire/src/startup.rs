@@ -186,7 +186,12 @@ pub(crate) fn begin_message(out: &mut bytes::BytesMut, tag: u8) -> usize {
 pub(crate) fn put_cstr(out: &mut bytes::BytesMut, s: &str) {
     use bytes::BufMut;
     // A NUL inside would end the string early on the peer's side; strip it instead.
-    out.extend(s.bytes().filter(|&b| b != 0));
+    // Strings without one (all but hostile ones) are copied whole.
+    if s.as_bytes().contains(&0) {
+        out.extend(s.bytes().filter(|&b| b != 0));
+    } else {
+        out.put_slice(s.as_bytes());
+    }
     out.put_u8(0);
 }
 
@@ -213,6 +218,15 @@ mod tests {
         assert_eq!(p.get("user"), Some("alice"));
         assert_eq!(p.get("database"), Some("db"));
         assert_eq!(p.minor_version, 0);
+    }
+
+    #[test]
+    fn strings_are_written_nul_terminated_with_inner_nuls_stripped() {
+        let mut buf = BytesMut::new();
+        put_cstr(&mut buf, "plain");
+        put_cstr(&mut buf, "a\0b\0");
+        put_cstr(&mut buf, "");
+        assert_eq!(&buf[..], b"plain\0ab\0\0");
     }
 
     #[test]
