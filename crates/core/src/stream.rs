@@ -67,7 +67,12 @@ impl AsyncWrite for Stream {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
-            Self::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            // A write that fits goes straight out; only one that would block takes
+            // the polling path, which registers the task to be woken.
+            Self::Plain(s) => match s.try_write(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Pin::new(s).poll_write(cx, buf),
+                done => Poll::Ready(done),
+            },
             Self::ServerTls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
             Self::ClientTls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
