@@ -131,6 +131,23 @@ impl App {
         }
     }
 
+    /// Runs a client's task on this thread's runtime (its shard's, counted there):
+    /// for a task that takes over a socket registered with this runtime's reactor.
+    pub fn spawn_client_here<F>(&self, task: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let here = crate::shard::current();
+        match self.shards.get() {
+            Some(shards) if here != crate::shard::NO_SHARD => {
+                shards.spawn_client_on(here as usize, &self.tasks, task);
+            }
+            _ => {
+                self.tasks.spawn(task);
+            }
+        }
+    }
+
     /// Stops accepting clients; logged-in clients leave at their next idle point.
     pub fn shut_down(&self) {
         self.shutdown.cancel();

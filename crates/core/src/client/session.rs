@@ -7,7 +7,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use pgwire::{backend, TransactionStatus};
@@ -95,7 +95,7 @@ enum Flow {
 }
 
 /// How long a client cut off mid-transaction is given to take what it is owed.
-const KILL_FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+const KILL_FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Sleeps for `limit`, or forever when there is none.
 async fn sleep_for(limit: Option<std::time::Duration>) {
@@ -152,11 +152,27 @@ async fn settle(accepted: Box<Accepted>) -> Option<Session> {
             session.leave();
             None
         }
-        // Most clients wait a while before their first query, and many (an
-        // application's connection pool) much longer: park at once.
-        None => session.park(),
+        // Many clients wait a while before their first query (an application's
+        // connection pool much longer): they are parked. One whose query comes at
+        // once (a short-lived or serverless client) is served from a task of its
+        // own instead, without the four epoll_ctl calls of a park and a resume.
+        None => {
+            if session.parkable()
+                && session.app.parking().is_some()
+                && session.first_query_soon().await
+            {
+                let app = session.app.clone();
+                app.spawn_client_here(run_transactions::<Inline>(session, false));
+                return None;
+            }
+            session.park()
+        }
     }
 }
+
+/// How long a client just logged in is watched for its first query before it is
+/// parked.
+const FIRST_QUERY_GRACE: Duration = Duration::from_millis(10);
 
 /// Where a client's task keeps the state of what it is handling (a transaction,
 /// mostly): a choice of type, so that each kind of task is only as large as it
@@ -237,6 +253,17 @@ pub(super) fn resume(parked: Session<std::net::TcpStream>, timed_out: bool) {
             }
         }
     });
+}
+
+impl Session {
+    /// Whether the client sends something (or hangs up) within
+    /// [`FIRST_QUERY_GRACE`].
+    async fn first_query_soon(&self) -> bool {
+        matches!(
+            tokio::time::timeout(FIRST_QUERY_GRACE, self.stream.tcp().readable()).await,
+            Ok(Ok(()))
+        )
+    }
 }
 
 impl<S> Session<S> {
