@@ -569,24 +569,27 @@ async fn a_repeated_parse_replaces_the_servers_copy_and_the_pooler_answers_a_clo
 
     let prepare = [parse("s1", add_one), sync()];
     assert_eq!(outline(&run_batch(&mut client, &prepare).await), "1 Z(I)");
-    // Postgres would refuse a second Parse of s1 (42P05); so would the server,
-    // which has the statement under its pooler-wide name, but for the Close the
-    // pooler sends before it (and hides).
-    assert_eq!(outline(&run_batch(&mut client, &prepare).await), "1 Z(I)");
+    // A second Parse of s1 is refused, as Postgres does (see
+    // a_parse_of_a_name_in_use_is_refused_and_keeps_the_old_statement_like_on_postgres).
+    assert_eq!(
+        outline(&run_batch(&mut client, &prepare).await),
+        "E(42P05) Z(I)"
+    );
     let statements = server_statements(&mut client).await;
     assert!(
         matches!(statements.as_slice(), [(name, text)] if is_pooler_name(name) && text == add_one),
         "{statements:?}"
     );
 
-    // The pooler's ParseComplete waits its turn behind a long result.
+    // The pooler's ParseComplete waits its turn behind a long result (s2 has the
+    // text the server has under its pooler-wide name).
     let answer = run_batch(
         &mut client,
         &[
             parse("", "SELECT generate_series(1, 2000)"),
             bind("", "", &[]),
             execute("", 0),
-            parse("s1", add_one),
+            parse("s2", add_one),
             bind("", "s1", &[Some("41")]),
             execute("", 0),
             sync(),
@@ -640,14 +643,14 @@ async fn a_repeated_parse_replaces_the_servers_copy_and_the_pooler_answers_a_clo
     )
     .await;
     assert_eq!(outline(&answer), "1 2 D[2] C(SELECT 1) Z(I)");
-    client.send(&[parse("s1", add_one), flush()].concat()).await;
+    client.send(&[parse("s3", add_one), flush()].concat()).await;
     match client.next_within(NO_HANG).await {
         Next::Message(m) if m.tag == b'1' => {}
         other => panic!("expected ParseComplete after Flush, got {other:?}"),
     }
     let answer = run_batch(
         &mut client,
-        &[bind("", "s1", &[Some("2")]), execute("", 0), sync()],
+        &[bind("", "s3", &[Some("2")]), execute("", 0), sync()],
     )
     .await;
     assert_eq!(outline(&answer), "2 D[3] C(SELECT 1) Z(I)");
@@ -790,6 +793,64 @@ async fn a_failed_parse_leaves_no_statement_behind() {
     )
     .await;
     assert_eq!(answer, "1 1 2 D[1] C(SELECT 1) 2 D[2] C(SELECT 1) Z(I)");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parse_of_a_name_in_use_is_refused_and_keeps_the_old_statement_like_on_postgres() {
+    let setup = Setup::single(1, PoolMode::Transaction).await;
+    let mut client = setup.client().await;
+    let mut direct = setup.direct().await;
+    let run_s1 = || [bind("", "s1", &[]), execute("", 0), sync()];
+
+    let answer = run_both(&mut client, &mut direct, &[parse("s1", "SELECT 1"), sync()]).await;
+    assert_eq!(answer, "1 Z(I)");
+    // Another text under the same name: refused, and the rest skipped to Sync.
+    let batch = [
+        parse("s1", "SELECT 2"),
+        bind("", "s1", &[]),
+        execute("", 0),
+        sync(),
+    ];
+    let pooled = run_batch(&mut client, &batch).await;
+    let from_postgres = run_batch(&mut direct, &batch).await;
+    assert_eq!(outline(&pooled), "E(42P05) Z(I)");
+    assert_eq!(outline(&pooled), outline(&from_postgres));
+    assert_eq!(error_message(&pooled), error_message(&from_postgres));
+    assert_eq!(
+        error_message(&pooled),
+        r#"prepared statement "s1" already exists"#
+    );
+    let answer = run_both(&mut client, &mut direct, &run_s1()).await;
+    assert_eq!(
+        answer, "2 D[1] C(SELECT 1) Z(I)",
+        "the old statement was replaced"
+    );
+
+    // The same text again is refused too; a syntax error is reported first.
+    let answer = run_both(&mut client, &mut direct, &[parse("s1", "SELECT 1"), sync()]).await;
+    assert_eq!(answer, "E(42P05) Z(I)");
+    let answer = run_both(&mut client, &mut direct, &[parse("s1", "SELEC 1"), sync()]).await;
+    assert_eq!(answer, "E(42601) Z(I)");
+
+    // Inside a transaction block the refusal aborts it.
+    let answer = run_both(&mut client, &mut direct, &[query("BEGIN")]).await;
+    assert_eq!(answer, "C(BEGIN) Z(T)");
+    let answer = run_both(&mut client, &mut direct, &[parse("s1", "SELECT 3"), sync()]).await;
+    assert_eq!(answer, "E(42P05) Z(E)");
+    let answer = run_both(&mut client, &mut direct, &[query("SELECT 1")]).await;
+    assert_eq!(answer, "E(25P02) Z(E)");
+    let answer = run_both(&mut client, &mut direct, &[query("ROLLBACK")]).await;
+    assert_eq!(answer, "C(ROLLBACK) Z(I)");
+    let answer = run_both(&mut client, &mut direct, &run_s1()).await;
+    assert_eq!(answer, "2 D[1] C(SELECT 1) Z(I)");
+
+    // The server (the pool has one) keeps nothing under the client's name.
+    let names: Vec<String> = server_statements(&mut client)
+        .await
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
+    assert!(names.iter().all(|n| is_pooler_name(n)), "{names:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

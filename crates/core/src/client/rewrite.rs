@@ -183,6 +183,10 @@ impl Rewriter<'_> {
             return Ok(Pass::Untouched);
         }
         let name = name_str(name, "Parse")?;
+        if self.client.get(name).is_some() {
+            self.refuse_duplicate(name, body, to_server);
+            return Ok(Pass::Rewritten);
+        }
         let statement = Arc::new(Statement::from_parse_rest(rest, hints));
         let previous = self.client.get(name).cloned();
         self.client.insert(name, statement.clone());
@@ -203,6 +207,30 @@ impl Rewriter<'_> {
             },
         );
         Ok(Pass::Rewritten)
+    }
+
+    /// A Parse of a name the client already has. Postgres parses the text, then
+    /// refuses the name (42P05, "prepared statement ... already exists"), keeps the
+    /// old statement and, inside a transaction block, aborts it. The server is made
+    /// to do exactly that: the name is put on it first (a Close, then a Parse of
+    /// empty text, both hidden from the client), and the client's Parse follows
+    /// unchanged, its answer the client's. Client names are not otherwise used on
+    /// the server (this one is closed when the transaction ends), and the
+    /// client's own statement stays as it was.
+    fn refuse_duplicate(&mut self, name: &str, body: &[u8], to_server: &mut BytesMut) {
+        put_target(to_server, tag::CLOSE, b'S', name);
+        self.plan.hidden(ResponseEnd::CloseComplete, Undo::None);
+        pgwire::frontend::parse(name, "", to_server);
+        self.plan.hidden(ResponseEnd::ParseComplete, Undo::None);
+        // A client may name a statement as the pooler names shared ones: if it
+        // did, that one is gone from this server now. The empty one stays until
+        // the transaction ends (a failed request skips any Close after it).
+        self.server.remove(name);
+        self.server.add_stray(name);
+        to_server.put_u8(tag::PARSE);
+        to_server.put_i32((4 + body.len()) as i32);
+        to_server.put_slice(body);
+        self.plan.forward(ResponseEnd::ParseComplete, Undo::None);
     }
 
     /// The client's statement of this name, if the name is not empty. An unknown name

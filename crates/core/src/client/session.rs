@@ -24,7 +24,7 @@ use crate::error::ClientError;
 use crate::framed::send;
 use crate::params::{ParamValues, SessionSettings, NO_SETTINGS};
 use crate::server::pool::{CheckoutError, Lease, Pool};
-use crate::server::reset::{clean, read_session_settings};
+use crate::server::reset::{clean, close_statements, read_session_settings};
 use crate::signal::Watch;
 use crate::sql_hint::{listen_command, ListenCommand};
 use crate::stream::Stream;
@@ -627,6 +627,14 @@ impl Session {
                     send_fatal(&mut self.stream, &ClientError::ServerLost).await;
                     return Flow::Stop;
                 }
+            }
+        }
+        if lease.conn.statements.has_strays() {
+            let strays = lease.conn.statements.take_strays();
+            if !close_statements(&mut lease.conn, &strays).await {
+                // The client's transaction is done; only this server is lost.
+                self.pool.discard(lease);
+                return Flow::Continue;
             }
         }
         // The end of the relay stands for the time it was last used (the settings

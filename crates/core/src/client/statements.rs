@@ -93,6 +93,9 @@ pub struct ServerStatements {
     capacity: usize,
     clock: u64,
     last_used: HashMap<Box<str>, u64>,
+    /// Statements under a client's own name, left on the server by a refused
+    /// duplicate Parse: closed when the transaction ends.
+    strays: Vec<Box<str>>,
     /// Cache events since the owner last took them (for metrics).
     pub counts: StatementCounts,
 }
@@ -112,8 +115,25 @@ impl ServerStatements {
             capacity: capacity.max(1),
             clock: 0,
             last_used: HashMap::new(),
+            strays: Vec::new(),
             counts: StatementCounts::default(),
         }
+    }
+
+    /// Notes a statement left on the server under `name`, to close.
+    pub fn add_stray(&mut self, name: &str) {
+        if !self.strays.iter().any(|s| **s == *name) {
+            self.strays.push(name.into());
+        }
+    }
+
+    /// The statements to close, taken.
+    pub fn take_strays(&mut self) -> Vec<Box<str>> {
+        std::mem::take(&mut self.strays)
+    }
+
+    pub fn has_strays(&self) -> bool {
+        !self.strays.is_empty()
     }
 
     /// True if the server has `global`; marks it as just used.
@@ -170,6 +190,7 @@ impl ServerStatements {
     /// Forgets everything (DISCARD ALL or DEALLOCATE ALL ran on the server).
     pub fn clear(&mut self) {
         self.last_used.clear();
+        self.strays.clear();
     }
 
     pub fn len(&self) -> usize {

@@ -125,6 +125,20 @@ pub async fn read_session_settings(conn: &mut ServerConn) -> Option<SessionSetti
     Some(settings)
 }
 
+/// Closes the server's statements `names` (Close is not an error for a name the
+/// server lacks). True when the connection ends ready.
+pub async fn close_statements(conn: &mut ServerConn, names: &[Box<str>]) -> bool {
+    let mut out = BytesMut::with_capacity(names.iter().map(|n| n.len() + 8).sum::<usize>() + 8);
+    for name in names {
+        frontend::close_statement(name, &mut out);
+    }
+    frontend::sync(&mut out);
+    matches!(
+        run_request(conn, out, |_| Some(())).await,
+        QueryOutcome::Ready(_)
+    )
+}
+
 /// Runs `sql` with text parameters over the extended protocol (unnamed statement
 /// and portal; values never spliced into SQL) and collects its rows, NULL as
 /// `None`. At most `max_rows` rows are kept.
