@@ -132,16 +132,36 @@ pub struct Accepted {
 /// as the client.
 pub async fn serve(accepted: Box<Accepted>) {
     // Login state (SCRAM, buffers) lives on the heap only while logging in, and so
-    // does a session-mode client's whole life; what stays is a transaction-mode
-    // client that could not be parked.
+    // does a session-mode client's whole life.
     let Some(session) = Box::pin(settle(accepted)).await else {
+        return;
+    };
+    // Then the client is placed, its watch also on the heap (after the login's
+    // state is freed); what stays in this task is a transaction-mode client that
+    // could not be parked.
+    let Some(session) = Box::pin(place(session)).await else {
         return;
     };
     run_transactions::<Boxed>(session, false).await;
 }
 
+/// Places a transaction-mode client just logged in. Many wait a while before
+/// their first query (an application's connection pool much longer): they are
+/// parked. One whose query comes at once (a short-lived or serverless client)
+/// is served from a task of its own instead, without the four epoll_ctl calls of
+/// a park and a resume. `None` when it is placed; the session back when it
+/// cannot be parked.
+async fn place(session: Session) -> Option<Session> {
+    if session.parkable() && session.app.parking().is_some() && session.first_query_soon().await {
+        let app = session.app.clone();
+        app.spawn_client_here(run_transactions::<Inline>(session, false));
+        return None;
+    }
+    session.park()
+}
+
 /// Logs the client in and serves it if it is in session mode; a transaction-mode
-/// client is parked, or returned to wait in its task if it cannot be.
+/// client is returned, for `serve` to park or serve.
 async fn settle(accepted: Box<Accepted>) -> Option<Session> {
     let Accepted { app, tcp, peer } = *accepted;
     let _ = tcp.set_nodelay(true);
@@ -152,27 +172,13 @@ async fn settle(accepted: Box<Accepted>) -> Option<Session> {
             session.leave();
             None
         }
-        // Many clients wait a while before their first query (an application's
-        // connection pool much longer): they are parked. One whose query comes at
-        // once (a short-lived or serverless client) is served from a task of its
-        // own instead, without the four epoll_ctl calls of a park and a resume.
-        None => {
-            if session.parkable()
-                && session.app.parking().is_some()
-                && session.first_query_soon().await
-            {
-                let app = session.app.clone();
-                app.spawn_client_here(run_transactions::<Inline>(session, false));
-                return None;
-            }
-            session.park()
-        }
+        None => Some(session),
     }
 }
 
 /// How long a client just logged in is watched for its first query before it is
 /// parked.
-const FIRST_QUERY_GRACE: Duration = Duration::from_millis(10);
+const FIRST_QUERY_GRACE: Duration = Duration::from_millis(2);
 
 /// Where a client's task keeps the state of what it is handling (a transaction,
 /// mostly): a choice of type, so that each kind of task is only as large as it
