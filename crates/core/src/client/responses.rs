@@ -52,12 +52,12 @@ impl ResponseEnd {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Undo {
     None,
-    /// A Parse of a client's named statement sent to the server: give the client
-    /// name its previous meaning and forget the pooler-wide name on the server.
+    /// A Parse of a client's named statement sent to the server (a name it did not
+    /// have: a name in use is refused): forget the client name and the pooler-wide
+    /// name on the server.
     ClientParse {
         client_name: Box<str>,
         global: Box<str>,
-        previous: Option<Arc<Statement>>,
     },
     /// A Close of a client's named statement the pooler answered: the client still
     /// has the statement.
@@ -314,7 +314,6 @@ mod tests {
             Undo::ClientParse {
                 client_name: "s2".into(),
                 global: "h".into(),
-                previous: None,
             },
         );
         plan.forward(ResponseEnd::Ready, Undo::None);
@@ -328,7 +327,6 @@ mod tests {
                 Undo::ClientParse {
                     client_name: "s2".into(),
                     global: "h".into(),
-                    previous: None,
                 }
             ]
         );

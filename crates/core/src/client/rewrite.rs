@@ -188,7 +188,6 @@ impl Rewriter<'_> {
             return Ok(Pass::Rewritten);
         }
         let statement = Arc::new(Statement::from_parse_rest(rest, hints));
-        let previous = self.client.get(name).cloned();
         self.client.insert(name, statement.clone());
         // A client's own Parse reaches the server even when the server has the
         // statement from another client (or from this one): that copy may predate
@@ -203,7 +202,6 @@ impl Rewriter<'_> {
             Undo::ClientParse {
                 client_name: name.into(),
                 global: statement.global.clone(),
-                previous,
             },
         );
         Ok(Pass::Rewritten)
@@ -303,9 +301,8 @@ impl Rewriter<'_> {
                 Undo::ClientParse {
                     client_name,
                     global,
-                    previous,
                 } => {
-                    self.restore_name(client_name, global, previous);
+                    self.forget_name(client_name, global);
                     self.server.remove(global);
                 }
                 Undo::AnsweredClose {
@@ -339,15 +336,11 @@ impl Rewriter<'_> {
         Ok(true)
     }
 
-    /// Gives `name` back the meaning it had before a Parse that did not happen.
-    fn restore_name(&mut self, name: &str, global: &str, previous: &Option<Arc<Statement>>) {
+    /// Forgets the client's `name` from a Parse that did not happen (if it still
+    /// means that statement).
+    fn forget_name(&mut self, name: &str, global: &str) {
         if self.client.get(name).is_some_and(|s| &*s.global == global) {
-            match previous {
-                Some(p) => self.client.insert(name, p.clone()),
-                None => {
-                    self.client.remove(name);
-                }
-            }
+            self.client.remove(name);
         }
     }
 }
