@@ -929,6 +929,32 @@ async fn a_close_skipped_after_an_error_keeps_the_statement_like_on_postgres() {
         answer, "2 D[4] C(SELECT 1) Z(I)",
         "Postgres skipped the Close, so the statement still exists"
     );
+
+    // A Close and a Parse of the same text under the same name, both skipped.
+    let answer = run_both(
+        &mut client,
+        &mut direct,
+        &[
+            parse("", FAILS_AT_EXECUTE),
+            bind("", "", &[]),
+            execute("", 0),
+            close_statement("s_keep"),
+            parse("s_keep", "SELECT 4"),
+            sync(),
+        ],
+    )
+    .await;
+    assert_eq!(answer, "1 2 E(22012) Z(I)");
+    let answer = run_both(
+        &mut client,
+        &mut direct,
+        &[bind("", "s_keep", &[]), execute("", 0), sync()],
+    )
+    .await;
+    assert_eq!(
+        answer, "2 D[4] C(SELECT 1) Z(I)",
+        "Postgres skipped the Close and the Parse, so the statement still exists"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -293,9 +293,11 @@ impl Rewriter<'_> {
         }
     }
 
-    /// Applies the undo work for requests that failed or were skipped.
+    /// Applies the undo work for requests that failed or were skipped, the last
+    /// request first: a Close answered by the pooler and a Parse of the same text
+    /// under the same name after it are undone back to the statement before both.
     pub fn undo(&mut self, undo: &[Undo]) {
-        for u in undo {
+        for u in undo.iter().rev() {
             match u {
                 Undo::None => {}
                 Undo::ClientParse {
