@@ -107,6 +107,17 @@ impl State {
         self.queues[pick].pop_front()
     }
 
+    /// Drops the waiters that gave up and those `keep` refuses, and recounts.
+    fn sweep(&mut self, keep: impl Fn(&Waiter) -> bool) {
+        let mut live = 0;
+        for queue in &mut self.queues {
+            queue.retain(|w| !w.grant.is_closed() && keep(w));
+            live += queue.len();
+        }
+        self.queued = live;
+        self.live_at_sweep = live;
+    }
+
     /// Queues a waiter on queue `here`; drops waiters that gave up once they
     /// outnumber the live ones, so the queues stay bounded by the clients
     /// waiting, not by how often they gave up.
@@ -115,13 +126,7 @@ impl State {
             self.queues.resize_with(here + 1, VecDeque::new);
         }
         if self.queued >= 2 * self.live_at_sweep + 64 {
-            let mut live = 0;
-            for queue in &mut self.queues {
-                queue.retain(|w| !w.grant.is_closed());
-                live += queue.len();
-            }
-            self.queued = live;
-            self.live_at_sweep = live;
+            self.sweep(|_| true);
         }
         self.queues[here].push_back(waiter);
         self.queued += 1;
@@ -213,16 +218,10 @@ impl Admission {
         if state.queued == 0 {
             return;
         }
-        let mut live = 0;
-        for queue in &mut state.queues {
-            // Deadlines are in queue order unless the timeout changed, so every
-            // waiter is looked at; this runs a few times per timeout. A dropped
-            // grant ends its wait (a tokio waker only schedules the task).
-            queue.retain(|w| !w.grant.is_closed() && w.deadline > now);
-            live += queue.len();
-        }
-        state.queued = live;
-        state.live_at_sweep = live;
+        // Deadlines are in queue order unless the timeout changed, so every waiter
+        // is looked at; this runs a few times per timeout. A dropped grant ends
+        // its wait (a tokio waker only schedules the task).
+        state.sweep(|w| w.deadline > now);
     }
 
     /// Gives a permit back: to a waiter, to the debt, or to the available ones.
