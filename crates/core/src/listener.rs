@@ -32,20 +32,18 @@ pub async fn accept_loop(app: Arc<App>, listener: TcpListener) {
 /// Gives an accepted client its task: here, or on the shard `pick` names, its
 /// socket moved to that shard's reactor.
 fn serve(app: &Arc<App>, tcp: TcpStream, peer: std::net::SocketAddr) {
-    let accepted = |tcp| {
-        Box::new(session::Accepted {
-            app: app.clone(),
-            tcp,
-            peer,
-        })
-    };
+    let accepted = move |app: Arc<App>, tcp| Box::new(session::Accepted { app, tcp, peer });
     let Some(shards) = app.shards() else {
-        app.spawn_client(session::serve(accepted(tcp)));
+        app.spawn_client(session::serve(accepted(app.clone(), tcp)));
         return;
     };
     let target = shards.pick();
     if target == shard::current() as usize {
-        shards.spawn_client_on(target, &app.tasks, session::serve(accepted(tcp)));
+        shards.spawn_client_on(
+            target,
+            &app.tasks,
+            session::serve(accepted(app.clone(), tcp)),
+        );
         return;
     }
     let tcp = match tcp.into_std() {
@@ -58,14 +56,7 @@ fn serve(app: &Arc<App>, tcp: TcpStream, peer: std::net::SocketAddr) {
     let client = app.clone();
     shards.spawn_client_on(target, &app.tasks, async move {
         match TcpStream::from_std(tcp) {
-            Ok(tcp) => {
-                let accepted = Box::new(session::Accepted {
-                    app: client,
-                    tcp,
-                    peer,
-                });
-                session::serve(accepted).await;
-            }
+            Ok(tcp) => session::serve(accepted(client, tcp)).await,
             Err(e) => {
                 tracing::warn!(error = %e, %peer, "cannot take an accepted client onto its shard");
             }
