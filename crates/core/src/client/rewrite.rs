@@ -216,8 +216,7 @@ impl Rewriter<'_> {
     /// the server (this one is closed when the transaction ends), and the
     /// client's own statement stays as it was.
     fn refuse_duplicate(&mut self, name: &str, body: &[u8], to_server: &mut BytesMut) {
-        put_target(to_server, tag::CLOSE, b'S', name);
-        self.plan.hidden(ResponseEnd::CloseComplete, Undo::None);
+        self.hidden_close(name, to_server);
         pgwire::frontend::parse(name, "", to_server);
         self.plan.hidden(ResponseEnd::ParseComplete, Undo::None);
         // A client may name a statement as the pooler names shared ones: if it
@@ -276,9 +275,15 @@ impl Rewriter<'_> {
     /// whether or not the server has the name, even where the cache is wrong about
     /// it (a request skipped after an error leaves it unsure).
     fn put_parse(&mut self, s: &Statement, to_server: &mut BytesMut) {
-        put_target(to_server, tag::CLOSE, b'S', &s.global);
-        self.plan.hidden(ResponseEnd::CloseComplete, Undo::None);
+        self.hidden_close(&s.global, to_server);
         to_server.put_slice(&s.parse);
+    }
+
+    /// A Close of the server's statement `name`, its CloseComplete hidden from
+    /// the client.
+    fn hidden_close(&mut self, name: &str, to_server: &mut BytesMut) {
+        put_target(to_server, tag::CLOSE, b'S', name);
+        self.plan.hidden(ResponseEnd::CloseComplete, Undo::None);
     }
 
     /// Records `global` in the server's cache, closing the least recently used
