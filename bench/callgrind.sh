@@ -22,6 +22,8 @@
 #
 # CALLGRIND_CLIENTS (default 10) sets pgbench's client count; above the pool size
 # of 20, clients queue for a server connection as in the full benchmark.
+# CALLGRIND_ARGS adds valgrind options, e.g. "--cache-sim=yes" to count cache
+# misses too (callgrind_annotate shows them per function).
 #
 # A benchmark, not a test: nothing here asserts a count.
 set -euo pipefail
@@ -33,6 +35,7 @@ source "$BENCH_DIR/../scripts/lib.sh"
 source "$BENCH_DIR/pgbouncer.sh"
 readonly BENCH_USER=bench BENCH_DB=bench POOL_SIZE=20
 CLIENTS="${CALLGRIND_CLIENTS:-10}"
+read -r -a EXTRA_VALGRIND <<<"${CALLGRIND_ARGS:-}"
 [[ "$CLIENTS" =~ ^[1-9][0-9]*$ ]] || tp_die "CALLGRIND_CLIENTS must be a positive integer"
 
 BINARY=""
@@ -42,7 +45,7 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --) shift; MODE=("$@"); break ;;
         --pgbouncer) PGBOUNCER=1 ;;
-        -h | --help) sed -n '2,23p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h | --help) sed -n '2,25p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) BINARY="$1" ;;
     esac
     shift
@@ -99,7 +102,7 @@ if [ -n "$PGBOUNCER" ]; then
     declare -A TOTAL
     for run in short long; do
         case "$run" in short) per_client=200 ;; *) per_client=1200 ;; esac
-        start_pgbouncer "$VERIFIER" valgrind --tool=callgrind \
+        start_pgbouncer "$VERIFIER" valgrind --tool=callgrind "${EXTRA_VALGRIND[@]}" \
             --callgrind-out-file="$OUT/pgbouncer/callgrind.out.$run"
         echo "$run run: $(pgbench_run "$per_client")"
         tp_stop_pid "$PGB_PID"
@@ -115,7 +118,7 @@ if [ -n "$PGBOUNCER" ]; then
 fi
 
 PORT="$(tp_free_port)"
-valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$OUT/callgrind.out" \
+valgrind --tool=callgrind "${EXTRA_VALGRIND[@]}" --instr-atstart=no --callgrind-out-file="$OUT/callgrind.out" \
     "$BINARY" --listen "127.0.0.1:$PORT" \
     --upstream "postgres://bench:benchpass@127.0.0.1:$TP_PG_PORT/bench" \
     --pool-size 20 --pool-mode transaction >"$OUT/tidepool.log" 2>&1 &
