@@ -387,6 +387,44 @@ async fn full_pool_fails_with_53300_after_the_checkout_timeout() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_shortens_the_checkout_timeout_ends_the_next_wait_in_time() {
+    let pg = PgServer::start();
+    pg.create_user(USER, PASSWORD).await;
+    // The pool's expiry timer is first set an hour out, the default of this file.
+    let (_dir, config, port) = write_config(&pg, "pool_size = 1\npool_checkout_timeout = 3600000");
+    let pooler = TidepoolProc::start_on(port, &["--config", config.to_str().unwrap()]);
+    let url = pooler.url(USER, PASSWORD, "postgres");
+    let a = common::connect(&url).await;
+    a.batch_execute("BEGIN").await.unwrap();
+
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace(
+            "pool_checkout_timeout = 3600000",
+            "pool_checkout_timeout = 300",
+        ),
+    )
+    .unwrap();
+    pooler.signal(common::SIGHUP);
+    assert!(
+        pooler.wait_for_log("configuration reloaded", Duration::from_secs(10)),
+        "no reload in the log:\n{}",
+        pooler.log()
+    );
+
+    let b = common::connect(&url).await;
+    let outcome = tokio::time::timeout(Duration::from_secs(10), b.simple_query("SELECT 1")).await;
+    let error = match outcome {
+        Err(_) => panic!("B waited past its new 300 ms timeout"),
+        Ok(Ok(_)) => panic!("B's query ran while A held the only server in a transaction"),
+        Ok(Err(e)) => e,
+    };
+    assert_eq!(sqlstate(&error).as_deref(), Some("53300"), "{error}");
+    a.batch_execute("COMMIT").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_connections_are_reused_across_clients() {
     const CLIENTS: usize = 200;
     const POOL_SIZE: usize = 3;

@@ -271,27 +271,23 @@ impl App {
         });
     }
 
-    /// Ends `pool`'s checkouts that waited past their timeout, every
-    /// [`Pool::expiry_interval`], while the pool lives. A task of its own: the
-    /// maintenance pass may wait on a connect. It holds the pool weakly, so it
-    /// does not keep a retired pool alive.
+    /// Ends `pool`'s checkouts that waited past their timeout, as their deadlines
+    /// come, while the pool lives: it wakes at the earliest deadline (or sooner
+    /// when the limits change), not on a tick, so an idle pool costs no wake-ups.
+    /// A task of its own: the maintenance pass may wait on a connect. It holds
+    /// the pool weakly, so it does not keep a retired pool alive.
     fn spawn_expiry(&self, pool: &Arc<Pool>) {
         let stop = self.shutdown.clone();
         let closed = pool.closed.clone();
+        let changed = pool.limits_changed.clone();
         let pool = Arc::downgrade(pool);
         self.tasks.spawn(async move {
-            loop {
-                let every = match pool.upgrade() {
-                    Some(pool) => {
-                        pool.expire_waiters();
-                        pool.expiry_interval()
-                    }
-                    None => break,
-                };
+            while let Some(next) = pool.upgrade().map(|p| p.expire_waiters()) {
                 tokio::select! {
                     _ = stop.cancelled() => break,
                     _ = closed.cancelled() => break,
-                    _ = tokio::time::sleep(every) => {}
+                    _ = changed.notified() => {}
+                    _ = tokio::time::sleep_until(next.into()) => {}
                 }
             }
         });

@@ -6,9 +6,9 @@
 //! one, and whenever the local shard has no waiter.
 //!
 //! A waiter carries its deadline, and [`Admission::expire`] (called by the pool's
-//! maintenance task, a few times per timeout) ends the waits past it. A wait arms no
-//! timer of its own: registering one per waiting checkout took the runtime's timer
-//! lock twice and often an eventfd write to re-arm the reactor.
+//! expiry task when the earliest deadline comes) ends the waits past it. A wait
+//! arms no timer of its own: registering one per waiting checkout took the
+//! runtime's timer lock twice and often an eventfd write to re-arm the reactor.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -108,7 +108,7 @@ impl State {
     }
 
     /// Drops the waiters that gave up and those `keep` refuses, and recounts.
-    fn sweep(&mut self, keep: impl Fn(&Waiter) -> bool) {
+    fn sweep(&mut self, mut keep: impl FnMut(&Waiter) -> bool) {
         let mut live = 0;
         for queue in &mut self.queues {
             queue.retain(|w| !w.grant.is_closed() && keep(w));
@@ -212,16 +212,25 @@ impl Admission {
     }
 
     /// Ends the waits whose deadline is `now` or earlier (they get
-    /// [`NoPermit::TimedOut`]) and drops those that gave up.
-    pub fn expire(&self, now: Instant) {
+    /// [`NoPermit::TimedOut`]) and drops those that gave up. Returns the earliest
+    /// deadline of the waits left, if any.
+    pub fn expire(&self, now: Instant) -> Option<Instant> {
         let mut state = self.lock();
         if state.queued == 0 {
-            return;
+            return None;
         }
         // Deadlines are in queue order unless the timeout changed, so every waiter
-        // is looked at; this runs a few times per timeout. A dropped grant ends
+        // is looked at; this runs about once per timeout. A dropped grant ends
         // its wait (a tokio waker only schedules the task).
-        state.sweep(|w| w.deadline > now);
+        let mut earliest: Option<Instant> = None;
+        state.sweep(|w| {
+            let keep = w.deadline > now;
+            if keep && earliest.is_none_or(|e| w.deadline < e) {
+                earliest = Some(w.deadline);
+            }
+            keep
+        });
+        earliest
     }
 
     /// Gives a permit back: to a waiter, to the debt, or to the available ones.
@@ -447,10 +456,17 @@ mod tests {
         let late = wait(t0 + Duration::from_secs(60));
         let soon = wait(t0 + Duration::from_millis(5));
         tokio::task::yield_now().await;
-        admission.expire(t0 + Duration::from_millis(4));
+        assert_eq!(
+            admission.expire(t0 + Duration::from_millis(4)),
+            Some(t0 + Duration::from_millis(5)),
+            "the next look is due at the earliest deadline, wherever it is queued"
+        );
         tokio::task::yield_now().await;
         assert!(!soon.is_finished(), "expired before its deadline");
-        admission.expire(t0 + Duration::from_millis(5));
+        assert_eq!(
+            admission.expire(t0 + Duration::from_millis(5)),
+            Some(t0 + Duration::from_secs(60))
+        );
         assert_eq!(soon.await.unwrap(), Err(NoPermit::TimedOut));
         assert!(!late.is_finished());
         drop(held);
@@ -461,5 +477,6 @@ mod tests {
         );
         assert!(admission.try_acquire().is_ok(), "and came back");
         assert_eq!(admission.lock().queued, 0);
+        assert_eq!(admission.expire(t0), None, "no wait, no deadline");
     }
 }

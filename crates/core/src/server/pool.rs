@@ -72,6 +72,9 @@ pub struct Pool {
     pub stats: PoolStats,
     /// Fires when the pool is closed; tasks serving the pool stop with it.
     pub closed: tokio_util::sync::CancellationToken,
+    /// Notified when the limits change: the expiry task's next look may be due
+    /// sooner (a shorter checkout timeout).
+    pub limits_changed: Arc<tokio::sync::Notify>,
     /// The LISTEN hub of this pool, started on the first LISTEN.
     pub listen_hub: std::sync::OnceLock<crate::listen::ListenHub>,
     /// Statistics of this pool's (tenant, user), shared with its clients.
@@ -105,6 +108,7 @@ impl Pool {
             next_id: AtomicU64::new(1),
             stats: PoolStats::default(),
             closed: tokio_util::sync::CancellationToken::new(),
+            limits_changed: Arc::new(tokio::sync::Notify::new()),
             metrics,
             listen_hub: std::sync::OnceLock::new(),
         })
@@ -327,6 +331,7 @@ impl Pool {
     /// come back; a larger one at once.
     pub fn set_limits(&self, limits: PoolLimits) {
         let old = self.limits.swap(Arc::new(limits.clone()));
+        self.limits_changed.notify_one();
         if limits.size > old.size {
             self.admission
                 .add_permits((limits.size - old.size) as usize);
@@ -338,16 +343,16 @@ impl Pool {
     }
 
     /// Ends the checkouts that have waited past their timeout (they fail with
-    /// [`CheckoutError::Timeout`]). Called every [`Self::expiry_interval`].
-    pub fn expire_waiters(&self) {
-        self.admission.expire(Instant::now());
-    }
-
-    /// How often [`Self::expire_waiters`] runs: a quarter of the checkout timeout,
-    /// between 5 ms and 1 s, so a wait ends at most that much after its timeout.
-    pub fn expiry_interval(&self) -> Duration {
-        (self.limits.load().checkout_timeout / 4)
-            .clamp(Duration::from_millis(5), Duration::from_secs(1))
+    /// [`CheckoutError::Timeout`]). Returns when to call it next: at the earliest
+    /// deadline of the waits left, or one checkout timeout from now, before which
+    /// no wait that begins later can end (until the limits change).
+    pub fn expire_waiters(&self) -> Instant {
+        let now = Instant::now();
+        let next_wait_ends = now + self.limits.load().checkout_timeout;
+        match self.admission.expire(now) {
+            Some(earliest) => earliest.min(next_wait_ends),
+            None => next_wait_ends,
+        }
     }
 
     /// Closes idle connections past their idle timeout or lifetime (keeping
