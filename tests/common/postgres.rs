@@ -272,7 +272,15 @@ fn kill_postmaster(data_dir: &Path) {
 pub async fn connect(url: &str) -> Client {
     try_connect(url)
         .await
-        .unwrap_or_else(|e| panic!("cannot connect to {}: {e}", redact_url(url)))
+        .unwrap_or_else(|e| match e.as_db_error() {
+            Some(db) => panic!(
+                "cannot connect to {}: {} {}",
+                redact_url(url),
+                db.code().code(),
+                db.message()
+            ),
+            None => panic!("cannot connect to {}: {e}", redact_url(url)),
+        })
 }
 
 /// The first column of the first row of a simple query, as text.
