@@ -3,7 +3,7 @@
 //! a second or two without traffic. These tests check, against a real Postgres
 //! and a real Tidepool, that a parked client comes back on its next query with
 //! its session intact (settings, prepared statements), that leaving while parked
-//! frees it, that a parked client is told when its idle timeout passes, when its
+//! frees it (however it leaves, parked or right after its login), that a parked client is told when its idle timeout passes, when its
 //! tenant is deleted and when the pooler shuts down, and that the
 //! `tidepool_parked_clients` gauge counts parked clients (zero with parking off).
 
@@ -16,8 +16,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::{
-    accepts_tcp, connect, free_port, simple_value as text, wait_until, PgServer, TidepoolProc,
-    HOST, SIGHUP, SIGTERM,
+    accepts_tcp, connect, free_port, simple_value as text, wait_until, wire, PgServer,
+    TidepoolProc, WireClient, HOST, SIGHUP, SIGTERM,
 };
 
 const USER: &str = "app";
@@ -279,4 +279,57 @@ async fn with_parking_off_idle_clients_keep_their_tasks() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(node.gauge("tidepool_parked_clients"), 0);
     assert_eq!(text(&client, "SELECT 2").await, "2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_leave_parked_or_just_logged_in_are_freed_however_they_leave() {
+    let pg = PgServer::start();
+    pg.create_user(USER, PASSWORD).await;
+    let node = Node::start(&pg, "", &[("main", "")]);
+    let user = format!("{USER}.main");
+    let port = node.proc.port();
+    let terminate = wire::message(b'X', &[]);
+    let mut query = wire::query("SELECT 1");
+
+    // Right after the login, before any query: a Terminate, a bare close.
+    let mut prompt = WireClient::login(port, &user, PASSWORD).await;
+    prompt.send(&terminate).await;
+    prompt.expect_closed(NO_HANG).await;
+    WireClient::login(port, &user, PASSWORD)
+        .await
+        .drop_without_terminate();
+
+    // While parked: a Terminate; a bare close; a Terminate with bytes after it;
+    // the first bytes of a query, then a close. And one that stays.
+    let mut parked = Vec::new();
+    for _ in 0..5 {
+        parked.push(WireClient::login(port, &user, PASSWORD).await);
+    }
+    node.wait_parked(5);
+    let mut stays = parked.pop().unwrap();
+    let mut torn = parked.pop().unwrap();
+    torn.send(&query[..3]).await;
+    torn.drop_without_terminate();
+    let mut chatty = parked.pop().unwrap();
+    let mut last_words = terminate.clone();
+    last_words.append(&mut query);
+    chatty.send(&last_words).await;
+    chatty.expect_closed(NO_HANG).await;
+    parked.pop().unwrap().drop_without_terminate();
+    let mut polite = parked.pop().unwrap();
+    polite.send(&terminate).await;
+    polite.expect_closed(NO_HANG).await;
+
+    node.wait_parked(1);
+    let mut last = 0;
+    assert!(
+        wait_until(NO_HANG, || {
+            last = node.of_tenant("tidepool_client_connections", "main");
+            last == 1
+        }),
+        "{last} clients counted, not 1\n{}",
+        node.proc.log()
+    );
+    assert_eq!(stays.query_value("SELECT 41 + 1").await, "42");
+    assert!(!node.proc.log().contains("panicked"), "{}", node.proc.log());
 }

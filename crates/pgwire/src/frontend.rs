@@ -61,9 +61,12 @@ pub fn close_statement(name: &str, out: &mut BytesMut) {
     patch_len(out, start);
 }
 
+/// A whole Terminate message: a client's last words.
+pub const TERMINATE_MESSAGE: [u8; 5] = [tag::TERMINATE, 0, 0, 0, 4];
+
 /// Terminate.
 pub fn terminate(out: &mut BytesMut) {
-    out.put_slice(&[tag::TERMINATE, 0, 0, 0, 4]);
+    out.put_slice(&TERMINATE_MESSAGE);
 }
 
 /// Sync.

@@ -153,11 +153,45 @@ pub async fn serve(accepted: Box<Accepted>) {
 /// cannot be parked.
 async fn place(session: Session) -> Option<Session> {
     if session.parkable() && session.app.parking().is_some() && session.first_query_soon().await {
+        // A client that only logs in and leaves (a health check, a storm) is seen
+        // off here, without a task of its own.
+        let mut head = [0u8; LEAVING_PEEK];
+        let peeked = std::future::poll_fn(|cx| {
+            let mut buf = tokio::io::ReadBuf::new(&mut head);
+            let peeked = match session.stream.tcp().poll_peek(cx, &mut buf) {
+                std::task::Poll::Ready(r) => r,
+                std::task::Poll::Pending => Err(std::io::ErrorKind::WouldBlock.into()),
+            };
+            std::task::Poll::Ready(peeked)
+        })
+        .await;
+        if leaving(peeked, &head) {
+            session.leave();
+            return None;
+        }
         let app = session.app.clone();
         app.spawn_client_here(run_transactions::<Inline>(session, false));
         return None;
     }
     session.park()
+}
+
+/// Bytes to peek at on a client's socket to see a lone Terminate: one more than
+/// the message.
+const LEAVING_PEEK: usize = pgwire::frontend::TERMINATE_MESSAGE.len() + 1;
+
+/// Whether what a peek at an idle client's socket found (`peeked`, with the bytes
+/// in `head`) says the client is leaving: the end of the stream, a failed socket,
+/// or a Terminate and nothing after it.
+fn leaving(peeked: std::io::Result<usize>, head: &[u8]) -> bool {
+    match peeked {
+        Ok(0) => true,
+        Ok(n) => head.get(..n) == Some(&pgwire::frontend::TERMINATE_MESSAGE[..]),
+        Err(e) => !matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+        ),
+    }
 }
 
 /// Logs the client in and serves it if it is in session mode; a transaction-mode
@@ -243,6 +277,16 @@ fn run_transactions<M: Handling>(
 /// Gives a parked client a task again: `timed_out` when its client_idle_timeout
 /// passed while it was parked. Runs on the runtime (the socket joins its reactor).
 pub(super) fn resume(parked: Session<std::net::TcpStream>, timed_out: bool) {
+    if !timed_out {
+        // A client that left while parked needs no task: when an application's
+        // pool of connections closes at once, one full-size task each, all alive
+        // together, would raise the memory that stays with the process.
+        let mut head = [0u8; LEAVING_PEEK];
+        if leaving(parked.stream.peek(&mut head), &head) {
+            parked.leave();
+            return;
+        }
+    }
     let app = parked.app.clone();
     // Registered with the reactor of the runtime the task runs on (the least
     // busy shard, when there are shards).
@@ -754,6 +798,28 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_client_is_leaving_on_end_of_stream_a_failed_socket_or_a_lone_terminate() {
+        use std::io::ErrorKind;
+        let mut head = [0u8; LEAVING_PEEK];
+        assert!(leaving(Ok(0), &head), "end of stream");
+        assert!(leaving(Err(ErrorKind::ConnectionReset.into()), &head));
+        assert!(
+            !leaving(Err(ErrorKind::WouldBlock.into()), &head),
+            "nothing yet"
+        );
+        assert!(!leaving(Err(ErrorKind::Interrupted.into()), &head));
+        head[..5].copy_from_slice(&pgwire::frontend::TERMINATE_MESSAGE);
+        assert!(leaving(Ok(5), &head), "a lone Terminate");
+        assert!(
+            !leaving(Ok(6), &head),
+            "a Terminate and more: its task reads it"
+        );
+        assert!(!leaving(Ok(3), &head), "the start of a message");
+        head[..5].copy_from_slice(b"Q\0\0\0\x04");
+        assert!(!leaving(Ok(5), &head), "a query");
+    }
 
     /// A parked client costs its session; a client that idles in its task (TLS,
     /// LISTEN) costs the task that `serve` starts, which keeps a transaction's

@@ -346,7 +346,7 @@ impl RelayState {
         std::future::poll_fn(|cx| match self.to_server.poll_fill(client, cx) {
             Poll::Ready(Ok(0)) => Poll::Ready(Some(RelayEnd::ClientClosed)),
             Poll::Ready(Ok(n)) if tracked => {
-                if self.to_server.buf.as_slice()[..n] == [pgwire::tag::TERMINATE, 0, 0, 0, 4] {
+                if self.to_server.buf.as_slice()[..n] == pgwire::frontend::TERMINATE_MESSAGE {
                     self.to_server.consume_raw();
                     return Poll::Ready(Some(RelayEnd::ClientTerminated));
                 }
