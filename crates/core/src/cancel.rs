@@ -57,10 +57,21 @@ impl CancelTarget {
 
     /// Clears the bound server and waits for cancels already on their way to it.
     pub async fn unbind(&self) {
-        self.backend.store(0, Ordering::SeqCst);
-        if self.in_flight.load(Ordering::SeqCst) == 0 {
-            return;
+        if !self.unbind_now() {
+            self.wait_unbound().await;
         }
+    }
+
+    /// The first half of [`Self::unbind`], without awaiting: true when no cancel
+    /// is on its way (nearly always), else the caller awaits
+    /// [`Self::wait_unbound`].
+    pub fn unbind_now(&self) -> bool {
+        self.backend.store(0, Ordering::SeqCst);
+        self.in_flight.load(Ordering::SeqCst) == 0
+    }
+
+    /// Waits, for a bounded time, for the cancels on their way to be delivered.
+    pub async fn wait_unbound(&self) {
         let _ = tokio::time::timeout(CANCEL_DELIVERY_TIMEOUT, async {
             while self.in_flight.load(Ordering::SeqCst) != 0 {
                 tokio::time::sleep(CANCEL_DONE_POLL).await;

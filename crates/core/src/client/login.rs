@@ -108,15 +108,38 @@ pub(super) async fn sync_params(
     settings: &SessionSettings,
     lease: &mut Lease,
 ) -> Result<(), ClientError> {
-    let sql = match (
+    match params_sql(wanted, settings, lease) {
+        None => Ok(()),
+        Some(sql) => apply_params(wanted, settings, lease, &sql).await,
+    }
+}
+
+/// The SQL that brings a server's parameters and settings to what the client
+/// wants; `None` when they already match (nearly every transaction, so this part
+/// is not async).
+pub(super) fn params_sql(
+    wanted: &ParamValues,
+    settings: &SessionSettings,
+    lease: &mut Lease,
+) -> Option<String> {
+    match (
         wanted.sync_sql(&mut lease.conn.current),
         settings.sync_sql(&lease.conn.settings),
     ) {
-        (None, None) => return Ok(()),
-        (Some(a), None) | (None, Some(a)) => a,
-        (Some(a), Some(b)) => a + &b,
-    };
-    match run_discarding(&mut lease.conn, &sql).await {
+        (None, None) => None,
+        (Some(a), None) | (None, Some(a)) => Some(a),
+        (Some(a), Some(b)) => Some(a + &b),
+    }
+}
+
+/// Runs `sql` from [`params_sql`] on the server and takes its values.
+pub(super) async fn apply_params(
+    wanted: &mut Arc<ParamValues>,
+    settings: &SessionSettings,
+    lease: &mut Lease,
+    sql: &str,
+) -> Result<(), ClientError> {
+    match run_discarding(&mut lease.conn, sql).await {
         QueryOutcome::Ready(TransactionStatus::Idle) => {
             Arc::make_mut(wanted).apply(&lease.conn.current);
             lease.conn.settings.clone_from(settings);

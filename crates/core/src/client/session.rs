@@ -13,7 +13,7 @@ use bytes::BytesMut;
 use pgwire::{backend, TransactionStatus};
 use tokio::net::TcpStream;
 
-use super::login::{client_error_of, login, send_fatal, sync_params};
+use super::login::{apply_params, client_error_of, login, params_sql, send_fatal};
 use super::park::NOT_PARKING;
 use super::relay::{PooledRelay, Queued, RelayEnd, RelayState, RelayUntil, StatementCtx};
 use super::statements::ClientStatements;
@@ -619,21 +619,26 @@ impl Session {
             };
         }
         let queued = Queued::new(relay, tracked, self.pool.queued());
-        let mut lease = match self.checkout().await {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::warn!(pool = %self.pool.name, error = %e, "checkout failed");
-                send_fatal(&mut self.stream, &e).await;
-                return Flow::Stop;
-            }
+        let mut lease = match self.pool.try_checkout() {
+            Some(l) => l,
+            None => match self.checkout().await {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!(pool = %self.pool.name, error = %e, "checkout failed");
+                    send_fatal(&mut self.stream, &e).await;
+                    return Flow::Stop;
+                }
+            },
         };
         let mut relay = queued.resume(self.max_message);
         let settings = self.settings.as_deref().unwrap_or(&NO_SETTINGS);
-        if let Err(e) = sync_params(&mut self.wanted, settings, &mut lease).await {
-            tracing::warn!(pool = %self.pool.name, error = %e, "cannot apply the client's settings");
-            self.pool.discard(lease);
-            send_fatal(&mut self.stream, &e).await;
-            return Flow::Stop;
+        if let Some(sql) = params_sql(&self.wanted, settings, &mut lease) {
+            if let Err(e) = apply_params(&mut self.wanted, settings, &mut lease, &sql).await {
+                tracing::warn!(pool = %self.pool.name, error = %e, "cannot apply the client's settings");
+                self.pool.discard(lease);
+                send_fatal(&mut self.stream, &e).await;
+                return Flow::Stop;
+            }
         }
         self.cancel.bind(lease.conn.backend);
         let started = Instant::now();
@@ -651,7 +656,9 @@ impl Session {
         };
         let ended = self.count_work(&relay, &mut lease, started);
         let killed = self.tell_if_killed(&mut relay).await;
-        self.cancel.unbind().await;
+        if !self.cancel.unbind_now() {
+            self.cancel.wait_unbound().await;
+        }
         if !relay.param_changes.is_empty() {
             Arc::make_mut(&mut self.wanted).apply(&relay.param_changes);
         }

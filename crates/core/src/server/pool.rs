@@ -194,9 +194,32 @@ impl Pool {
                 }
             }
         };
-        loop {
-            let candidate = self.take_idle();
-            let Some(mut conn) = candidate else { break };
+        let permit = match self.lease_idle(permit, max_lifetime) {
+            Ok(lease) => return Ok(lease),
+            Err(permit) => permit,
+        };
+        let conn = self.open().await?;
+        self.stats.checked_out.fetch_add(1, Ordering::Relaxed);
+        Ok(Lease {
+            conn,
+            _permit: permit,
+        })
+    }
+
+    /// A server connection without waiting: a permit is free and an idle
+    /// connection is healthy. `None` when the caller must wait for one or a
+    /// connection must be opened: [`Self::checkout`] does both. Not async, so
+    /// the common case builds no future.
+    pub fn try_checkout(&self) -> Option<Lease> {
+        let permit = self.admission.try_acquire().ok()?;
+        let max_lifetime = self.limits.load().max_lifetime;
+        self.lease_idle(permit, max_lifetime).ok()
+    }
+
+    /// Lends the holder of `permit` a healthy idle connection, closing the stale
+    /// ones found on the way; the permit back when there is none.
+    fn lease_idle(&self, permit: Permit, max_lifetime: Duration) -> Result<Lease, Permit> {
+        while let Some(mut conn) = self.take_idle() {
             // Its age when it was given back: no clock read per checkout (the
             // maintenance pass closes connections that aged while idle).
             let age = conn.last_used.saturating_duration_since(conn.created);
@@ -212,12 +235,7 @@ impl Pool {
             }
             self.close(conn);
         }
-        let conn = self.open().await?;
-        self.stats.checked_out.fetch_add(1, Ordering::Relaxed);
-        Ok(Lease {
-            conn,
-            _permit: permit,
-        })
+        Err(permit)
     }
 
     /// The warmest idle connection of this thread's shard, else the warmest of
