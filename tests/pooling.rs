@@ -365,14 +365,7 @@ async fn full_pool_fails_with_53300_after_the_checkout_timeout() {
     a.batch_execute("BEGIN").await.unwrap();
     let pid_a = backend_pid(&a).await;
 
-    let b = common::connect(&url).await;
-    let outcome = tokio::time::timeout(Duration::from_secs(10), b.simple_query("SELECT 1")).await;
-    let error = match outcome {
-        Err(_) => panic!("B's query hung while A held the only server"),
-        Ok(Ok(_)) => panic!("B's query ran while A held the only server in a transaction"),
-        Ok(Err(e)) => e,
-    };
-    assert_eq!(sqlstate(&error).as_deref(), Some("53300"), "{error}");
+    let error = refused_while_the_only_server_is_held(&url).await;
     let message = error.as_db_error().map(|e| e.message().to_owned());
     assert!(
         message.as_deref().is_some_and(|m| m.contains("500 ms")),
@@ -413,15 +406,23 @@ async fn a_reload_that_shortens_the_checkout_timeout_ends_the_next_wait_in_time(
         pooler.log()
     );
 
-    let b = common::connect(&url).await;
+    refused_while_the_only_server_is_held(&url).await;
+    a.batch_execute("COMMIT").await.unwrap();
+}
+
+/// The error a new client's query gets while another holds the pool's only
+/// server in a transaction: 53300 once its checkout timeout passes (well within
+/// 10 s in these tests).
+async fn refused_while_the_only_server_is_held(url: &str) -> tokio_postgres::Error {
+    let b = common::connect(url).await;
     let outcome = tokio::time::timeout(Duration::from_secs(10), b.simple_query("SELECT 1")).await;
     let error = match outcome {
-        Err(_) => panic!("B waited past its new 300 ms timeout"),
+        Err(_) => panic!("B's query waited past its checkout timeout"),
         Ok(Ok(_)) => panic!("B's query ran while A held the only server in a transaction"),
         Ok(Err(e)) => e,
     };
     assert_eq!(sqlstate(&error).as_deref(), Some("53300"), "{error}");
-    a.batch_execute("COMMIT").await.unwrap();
+    error
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
