@@ -727,6 +727,19 @@ async fn a_large_unnamed_statement_survives_until_its_bind() {
 /// the planner cannot fold the division into an error at Bind.
 const FAILS_AT_EXECUTE: &str = "SELECT 1 / (random() * 0)::int";
 
+/// A batch whose unnamed statement fails in Execute, then `skipped` (which the
+/// server skips after the error), then Sync.
+fn after_a_failed_execute(skipped: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+    let mut batch = vec![
+        parse("", FAILS_AT_EXECUTE),
+        bind("", "", &[]),
+        execute("", 0),
+    ];
+    batch.extend(skipped);
+    batch.push(sync());
+    batch
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_parse_leaves_no_statement_behind() {
     let setup = Setup::single(1, PoolMode::Transaction).await;
@@ -758,13 +771,7 @@ async fn a_failed_parse_leaves_no_statement_behind() {
     let answer = run_both(
         &mut client,
         &mut direct,
-        &[
-            parse("", FAILS_AT_EXECUTE),
-            bind("", "", &[]),
-            execute("", 0),
-            parse("s_new", "SELECT 2"),
-            sync(),
-        ],
+        &after_a_failed_execute(vec![parse("s_new", "SELECT 2")]),
     )
     .await;
     assert_eq!(answer, "1 2 E(22012) Z(I)");
@@ -871,13 +878,7 @@ async fn a_parse_the_pooler_would_answer_is_skipped_after_an_error_like_on_postg
     let answer = run_both(
         &mut client,
         &mut direct,
-        &[
-            parse("", FAILS_AT_EXECUTE),
-            bind("", "", &[]),
-            execute("", 0),
-            parse("s_same_text", "SELECT 3"),
-            sync(),
-        ],
+        &after_a_failed_execute(vec![parse("s_same_text", "SELECT 3")]),
     )
     .await;
     assert_eq!(answer, "1 2 E(22012) Z(I)");
@@ -909,13 +910,7 @@ async fn a_close_skipped_after_an_error_keeps_the_statement_like_on_postgres() {
     let answer = run_both(
         &mut client,
         &mut direct,
-        &[
-            parse("", FAILS_AT_EXECUTE),
-            bind("", "", &[]),
-            execute("", 0),
-            close_statement("s_keep"),
-            sync(),
-        ],
+        &after_a_failed_execute(vec![close_statement("s_keep")]),
     )
     .await;
     assert_eq!(answer, "1 2 E(22012) Z(I)");
@@ -934,14 +929,7 @@ async fn a_close_skipped_after_an_error_keeps_the_statement_like_on_postgres() {
     let answer = run_both(
         &mut client,
         &mut direct,
-        &[
-            parse("", FAILS_AT_EXECUTE),
-            bind("", "", &[]),
-            execute("", 0),
-            close_statement("s_keep"),
-            parse("s_keep", "SELECT 4"),
-            sync(),
-        ],
+        &after_a_failed_execute(vec![close_statement("s_keep"), parse("s_keep", "SELECT 4")]),
     )
     .await;
     assert_eq!(answer, "1 2 E(22012) Z(I)");
@@ -1058,13 +1046,7 @@ async fn the_per_server_cache_stays_within_its_limit() {
     let mut raw = setup.client().await;
     let answer = run_batch(
         &mut raw,
-        &[
-            parse("", FAILS_AT_EXECUTE),
-            bind("", "", &[]),
-            execute("", 0),
-            parse("s_new", "SELECT $1::int + 100"),
-            sync(),
-        ],
+        &after_a_failed_execute(vec![parse("s_new", "SELECT $1::int + 100")]),
     )
     .await;
     assert_eq!(outline(&answer), "1 2 E(22012) Z(I)");
