@@ -340,7 +340,7 @@ impl Pool {
         tracing::debug!(pool = %self.name, server = conn.id, "server connection closed");
         // Best effort Terminate; a plain socket takes 5 bytes without blocking.
         if let crate::stream::Stream::Plain(tcp) = &conn.stream {
-            let _ = tcp.try_write(&[b'X', 0, 0, 0, 4]);
+            let _ = tcp.try_write(&pgwire::frontend::TERMINATE_MESSAGE);
         }
         drop(conn);
     }

@@ -524,7 +524,7 @@ mod tests {
         let mut src = BytesMut::new();
         frontend::query("SELECT 1", &mut src);
         let before = src.len();
-        src.extend_from_slice(&[tag::TERMINATE, 0, 0, 0, 4]);
+        src.extend_from_slice(&pgwire::frontend::TERMINATE_MESSAGE);
         let mut parts = Parts::new();
         let (cut, _) = parts.cut(&src, true);
         assert!(matches!(cut.end, Some(RelayEnd::ClientTerminated)));
