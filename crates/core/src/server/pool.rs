@@ -198,7 +198,9 @@ impl Pool {
             Ok(lease) => return Ok(lease),
             Err(permit) => permit,
         };
-        let conn = self.open().await?;
+        // Boxed: a connect (with its login) is rare next to the waits this future
+        // mostly stands for, and in line its state would size every client's task.
+        let conn = Box::pin(self.open()).await?;
         self.stats.checked_out.fetch_add(1, Ordering::Relaxed);
         Ok(Lease {
             conn,
