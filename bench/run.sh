@@ -8,10 +8,11 @@
 # distribution's package (transaction mode, pool 20, SCRAM with the verifier
 # from pg_authid) and Tidepool as shipped (release build, default logging,
 # pool 20, transaction mode), all on 127.0.0.1. Then, interleaving the two
-# poolers round by round:
+# poolers round by round (which one goes first turns each round):
 #   - pgbench workloads, with each pooler's CPU time read from /proc before
 #     and after every run (CPU microseconds per transaction);
-#   - added latency at 1 client against a direct connection;
+#   - added latency at 1 client against a direct connection (after a VACUUM
+#     of the tables TPC-B writes and a CHECKPOINT);
 #   - a scaling curve (-S -M extended at 10..5000 clients: tps, p99 from
 #     pgbench's per-transaction log);
 #   - resident memory per idle authenticated client (bench/pgclients);
@@ -36,7 +37,7 @@ source "$BENCH_DIR/../scripts/lib.sh"
 source "$BENCH_DIR/pgbouncer.sh"
 
 usage() {
-    sed -n '2,29p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,30p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 }
 
 QUICK=0
@@ -489,22 +490,48 @@ for target in $POOLERS; do
     echo "$target: $(sed -n 's/^tps = \([0-9.]*\).*/tps=\1/p' "$OUT_DIR/raw/warmup-$target.txt")"
 done
 
+# The targets of round $1, in the order they run: rotated by one each round, so
+# that no target always runs first after another workload (or right after the
+# writes of TPC-B).
+round_order() {
+    local round="$1" i
+    shift
+    local targets=("$@")
+    for ((i = 0; i < ${#targets[@]}; i++)); do
+        printf '%s ' "${targets[$(((round - 1 + i) % ${#targets[@]}))]}"
+    done
+}
+
+# Writes out what TPC-B left dirty and vacuums its tables, so that neither a
+# checkpoint nor autovacuum lands on the latency runs that follow (the same for
+# every target).
+settle_postgres() {
+    PGCONNECT_TIMEOUT=5 timeout 120 "$(tp_pg_tool psql)" -X -q -v ON_ERROR_STOP=1 \
+        -h "$TP_PG_DIR" -p "$TP_PG_PORT" -U postgres -d "$BENCH_DB" \
+        -c "VACUUM pgbench_branches, pgbench_tellers, pgbench_history" -c "CHECKPOINT" >/dev/null ||
+        echo "warning: could not vacuum and checkpoint before the latency runs"
+}
+
 for round in $(seq 1 "$ROUNDS"); do
     tp_section "workloads, round $round of $ROUNDS"
+    # shellcheck disable=SC2086 # the target list is split on purpose
+    order="$(round_order "$round" $POOLERS)"
     for entry in "${WORKLOADS[@]}"; do
         IFS='|' read -r name arguments clients <<<"$entry"
-        for target in $POOLERS; do
+        for target in $order; do
             # shellcheck disable=SC2086 # the argument string is split on purpose
             run_pgbench workload "$name" "$round" "$target" "$clients" nolog $arguments
         done
     done
     tp_section "latency at 1 client, round $round of $ROUNDS"
-    for target in $POOLERS direct; do
+    settle_postgres
+    # shellcheck disable=SC2086
+    for target in $(round_order "$round" $POOLERS direct); do
         run_pgbench latency select-simple-c1 "$round" "$target" 1 nolog -S -M simple
     done
     tp_section "scaling, -S -M extended, round $round of $ROUNDS"
     for clients in $SCALING_CLIENTS; do
-        for target in $POOLERS; do
+        for target in $order; do
             run_pgbench scaling "select-extended-c$clients" "$round" "$target" "$clients" log -S -M extended
         done
     done
@@ -519,7 +546,8 @@ done
 
 tp_section "connection storm: $STORM_CONCURRENCY concurrent clients, $STORM_SECS s"
 for round in $(seq 1 "$ROUNDS"); do
-    for target in $POOLERS; do
+    # shellcheck disable=SC2086
+    for target in $(round_order "$round" $POOLERS); do
         measure_storm "$target" "$round"
     done
 done
