@@ -115,6 +115,8 @@ def pgbench_runs(records, out_dir, clk_tck):
         run["exit"] = int(record.get("exit") or 0)
         run["clients"] = int(record.get("clients") or 0)
         run["p99_ms"] = number(record.get("p99_ms"))
+        peak = number(record.get("rss_peak_kb"))
+        run["rss_peak_mb"] = peak / 1024 if peak is not None else None
         ticks = number(record.get("cpu_ticks"))
         run["cpu_us_per_tx"] = (
             ticks * 1e6 / clk_tck / run["transactions"]
@@ -161,6 +163,7 @@ def summarize(runs):
             "sys_us_per_tx": median(r.get("sys_us_per_tx") for r in group),
             "latency_avg_ms": median(r["latency_avg_ms"] for r in group),
             "p99_ms": median(r["p99_ms"] for r in group),
+            "rss_peak_mb": median(r.get("rss_peak_mb") for r in group),
             "failed_transactions": sum(int(r["failed"] or 0) for r in group),
             "problem": problem,
             "tps_rounds": [r["tps"] for r in group],
@@ -335,8 +338,9 @@ def markdown(machine, summary, idle, storm, runs):
     lines += [
         "## Scaling (`-S -M extended`, pool 20)",
         "",
-        "| Clients | Tidepool tps | Tidepool p99 ms | Tidepool CPU µs/tx | PgBouncer tps | PgBouncer p99 ms | PgBouncer CPU µs/tx | Notes |",
-        "|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| Clients | Tidepool tps | Tidepool p99 ms | Tidepool CPU µs/tx | Tidepool peak RSS MB "
+        "| PgBouncer tps | PgBouncer p99 ms | PgBouncer CPU µs/tx | PgBouncer peak RSS MB | Notes |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     scaling = sorted(
         {(entry["clients"], workload) for (kind, workload, _), entry in summary.items() if kind == "scaling"}
@@ -347,14 +351,19 @@ def markdown(machine, summary, idle, storm, runs):
         notes = [f"{label}: {e['problem']}" for label, e in (("Tidepool", tp), ("PgBouncer", pb)) if e.get("problem")]
         lines.append(
             f"| {clients:,} | {cell(tp, 'tps')} | {cell(tp, 'p99_ms', 2)} | {cell(tp, 'cpu_us_per_tx', 1)} "
+            f"| {cell(tp, 'rss_peak_mb', 1)} "
             f"| {cell(pb, 'tps')} | {cell(pb, 'p99_ms', 2)} | {cell(pb, 'cpu_us_per_tx', 1)} "
+            f"| {cell(pb, 'rss_peak_mb', 1)} "
             f"| {'; '.join(notes).replace('|', '/')} |"
         )
     lines += [
         "",
         "p99 is the nearest-rank 99th percentile of every transaction's latency in pgbench's "
         "per-transaction log (`--log`), pooled over the run. CPU per transaction includes the "
-        "logins of all clients at the start of the run, which weighs at 1,000+ clients.",
+        "logins of all clients at the start of the run, which weighs at 1,000+ clients. "
+        "Peak RSS is the pooler's highest resident memory during the run, read every 0.2 s: "
+        "a high-water mark, so memory that earlier (larger) runs left allocated is in it too; "
+        "the 5,000-client figure is the one that holds every client busy at once.",
         "",
     ]
 

@@ -132,6 +132,19 @@ rss_kb() {
     awk '/^VmRSS:/ {print $2}' "/proc/$1/status"
 }
 
+# Writes the highest resident memory (KB) process $1 reaches to file $2, read
+# every 0.2 s until the process ends or this sampler is killed.
+sample_peak_rss() {
+    local pid="$1" file="$2" peak=0 rss
+    while rss="$(rss_kb "$pid" 2>/dev/null)" && [ -n "$rss" ]; do
+        if [ "$rss" -gt "$peak" ]; then
+            peak="$rss"
+            printf '%s\n' "$peak" >"$file"
+        fi
+        sleep 0.2
+    done
+}
+
 # Appends one record (tab-separated key=value pairs) to runs.tsv.
 record() {
     local IFS=$'\t'
@@ -245,7 +258,7 @@ run_pgbench() {
     local kind="$1" workload="$2" round="$3" target="$4" clients="$5" logging="$6"
     shift 6
     local port pid out threads before="" after="" cpu="" sys="" sys_before="" sys_after="" status=0 started wall p99="" log_dir="" tps failed
-    local allowance seconds connect_ms steady=""
+    local allowance seconds connect_ms steady="" sampler="" rss_before="" rss_peak=""
     port="$(pooler_port "$target")"
     pid="$(pooler_pid "$target")"
     out="raw/$kind-$workload-$target-r$round.txt"
@@ -265,6 +278,14 @@ run_pgbench() {
         before="$(cpu_ticks "$pid")"
         sys_before="$(sys_ticks "$pid")"
     fi
+    if [ "$kind" = scaling ] && [ -n "$pid" ]; then
+        # The pooler's memory while all these clients work (a high-water mark:
+        # what earlier runs left allocated is in it too).
+        rss_before="$(rss_kb "$pid")"
+        rm -f "$WORK_DIR/peak-rss"
+        sample_peak_rss "$pid" "$WORK_DIR/peak-rss" &
+        sampler=$!
+    fi
     started=$SECONDS
     # In the background so that `wait` lets a Ctrl-C or TERM trap run at once.
     PGPASSWORD="$BENCH_PASSWORD" PGCONNECT_TIMEOUT=30 \
@@ -275,6 +296,11 @@ run_pgbench() {
     wait "$CHILD_PID" || status=$?
     CHILD_PID=""
     wall=$((SECONDS - started))
+    if [ -n "$sampler" ]; then
+        kill "$sampler" 2>/dev/null || true
+        wait "$sampler" 2>/dev/null || true
+        rss_peak="$(cat "$WORK_DIR/peak-rss" 2>/dev/null || true)"
+    fi
     if [ -n "$pid" ]; then
         after="$(cpu_ticks "$pid" 2>/dev/null || true)"
         [ -z "$after" ] || cpu=$((after - before))
@@ -295,7 +321,8 @@ run_pgbench() {
     fi
     record kind="$kind" workload="$workload" round="$round" target="$target" clients="$clients" \
         exit="$status" cpu_ticks="$cpu" sys_ticks="$sys" wall_secs="$wall" p99_ms="$p99" pgbench_secs="$seconds" \
-        connect_ms="$connect_ms" steady_secs="$steady" out="$out" args="$*"
+        connect_ms="$connect_ms" steady_secs="$steady" rss_before_kb="$rss_before" rss_peak_kb="$rss_peak" \
+        out="$out" args="$*"
     tps="$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' "$OUT_DIR/$out" | head -n 1)"
     failed="$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' "$OUT_DIR/$out" | head -n 1)"
     printf 'tps=%s failed=%s exit=%s%s%s connect=%ss measured=%ss\n' "${tps:-n/a}" "${failed:-n/a}" \
