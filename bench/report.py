@@ -163,7 +163,10 @@ def summarize(runs):
             "sys_us_per_tx": median(r.get("sys_us_per_tx") for r in group),
             "latency_avg_ms": median(r["latency_avg_ms"] for r in group),
             "p99_ms": median(r["p99_ms"] for r in group),
-            "rss_peak_mb": median(r.get("rss_peak_mb") for r in group),
+            # The first round's: client counts rise run by run there, so each
+            # peak is what that many clients took (later rounds start from the
+            # high-water mark of the largest count).
+            "rss_peak_mb": min(group, key=lambda r: int(r.get("round") or 0)).get("rss_peak_mb"),
             "failed_transactions": sum(int(r["failed"] or 0) for r in group),
             "problem": problem,
             "tps_rounds": [r["tps"] for r in group],
@@ -361,9 +364,11 @@ def markdown(machine, summary, idle, storm, runs):
         "p99 is the nearest-rank 99th percentile of every transaction's latency in pgbench's "
         "per-transaction log (`--log`), pooled over the run. CPU per transaction includes the "
         "logins of all clients at the start of the run, which weighs at 1,000+ clients. "
-        "Peak RSS is the pooler's highest resident memory during the run, read every 0.2 s: "
-        "a high-water mark, so memory that earlier (larger) runs left allocated is in it too; "
-        "the 5,000-client figure is the one that holds every client busy at once.",
+        "Peak RSS is the pooler's highest resident memory during the first round's run at that "
+        "client count, read every 0.2 s. Client counts rise run by run within a round, so it is "
+        "what that many busy clients took, on top of what the runs before left allocated "
+        "(neither pooler gives memory back at once); later rounds start from the 5,000-client "
+        "high-water mark and are not shown.",
         "",
     ]
 
