@@ -2,7 +2,8 @@
 # PgBouncer for the benchmarks (bench/run.sh, bench/callgrind.sh): installed from
 # the distribution's package when missing, started on loopback with a SCRAM
 # auth file, stopped. Sourced after scripts/lib.sh; the caller sets BENCH_USER,
-# BENCH_DB and POOL_SIZE (and MAX_CLIENT_CONN, PGB_PORT and OUT_DIR if it wants).
+# BENCH_DB and POOL_SIZE (and MAX_CLIENT_CONN, PGB_PORT, OUT_DIR and
+# PGB_EXTRA_INI, lines added to the [pgbouncer] section, if it wants).
 
 PGB_DIR="${PGB_DIR:-}"
 PGB_PID="${PGB_PID:-}"
@@ -49,6 +50,7 @@ default_pool_size = $POOL_SIZE
 max_client_conn = ${MAX_CLIENT_CONN:-1000}
 logfile = $PGB_DIR/pgbouncer.log
 pidfile = $PGB_DIR/pgbouncer.pid
+${PGB_EXTRA_INI:-}
 EOF
     chmod 600 "$PGB_DIR/userlist.txt"
     # PgBouncer refuses to run as root; setpriv execs it as postgres, so $!

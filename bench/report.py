@@ -25,7 +25,10 @@ WORKLOAD_TITLES = {
     "select-prepared-c50": "-S -M prepared -c 50",
     "select-simple-c400": "-S -M simple -c 400",
     "tpcb-c50": "TPC-B -M simple -c 50",
+    "select-extended-tls-c50": "-S -M extended -c 50, TLS",
 }
+# Measured and shown, but not among the workloads issue 5's bar names.
+OUTSIDE_THE_BAR = {"select-extended-tls-c50"}
 
 
 def percentile(sorted_values, fraction):
@@ -298,7 +301,14 @@ def markdown(machine, summary, idle, storm, runs):
             f"| {cell(tp, 'cpu_us_per_tx', 1)} | {cell(pb, 'cpu_us_per_tx', 1)} "
             f"| {ratio(good(tp, 'cpu_us_per_tx'), good(pb, 'cpu_us_per_tx'))} | {'; '.join(notes).replace('|', '/')} |"
         )
-    lines += ["", "Ratios are Tidepool / PgBouncer: above 1 is better for tps, below 1 is better for CPU.", ""]
+    lines += [
+        "",
+        "Ratios are Tidepool / PgBouncer: above 1 is better for tps, below 1 is better for CPU. "
+        "The TLS workload (both poolers given one self-signed RSA-2048 certificate, "
+        "`PGSSLMODE=require`) is not among issue 5's workloads and is left out of the bar below; "
+        "every other run is plain TCP.",
+        "",
+    ]
 
     lines += [
         "### Where the CPU goes: kernel (system) time per transaction",
@@ -431,7 +441,7 @@ def bar_check(summary, idle):
 
     tps_misses, cpu_misses, tps_seen, cpu_seen = [], [], 0, 0
     for (kind, workload, target), entry in sorted(summary.items()):
-        if target != "tidepool" or kind not in ("workload", "scaling"):
+        if target != "tidepool" or kind not in ("workload", "scaling") or workload in OUTSIDE_THE_BAR:
             continue
         other = summary.get((kind, workload, "pgbouncer"), {})
         tp_tps, pb_tps = good(entry, "tps"), good(other, "tps")

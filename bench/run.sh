@@ -10,7 +10,9 @@
 # pool 20, transaction mode), all on 127.0.0.1. Then, interleaving the two
 # poolers round by round (which one goes first turns each round):
 #   - pgbench workloads, with each pooler's CPU time read from /proc before
-#     and after every run (CPU microseconds per transaction);
+#     and after every run (CPU microseconds per transaction); one of them over
+#     TLS (both poolers given the same self-signed certificate; every other
+#     run is plain TCP, PGSSLMODE=disable);
 #   - added latency at 1 client against a direct connection (after a VACUUM
 #     of the tables TPC-B writes and a CHECKPOINT);
 #   - a scaling curve (-S -M extended at 10..5000 clients: tps, p99 from
@@ -37,7 +39,7 @@ source "$BENCH_DIR/../scripts/lib.sh"
 source "$BENCH_DIR/pgbouncer.sh"
 
 usage() {
-    sed -n '2,30p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,32p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 }
 
 QUICK=0
@@ -79,6 +81,9 @@ readonly BENCH_USER=bench
 readonly BENCH_PASSWORD=benchpass
 readonly BENCH_DB=bench
 readonly POOLERS="tidepool pgbouncer"
+# libpq's default (prefer) would take TLS wherever it is offered: every run is
+# plain TCP unless its workload asks for TLS.
+export PGSSLMODE=disable
 # Logins in flight while opening idle connections.
 readonly IDLE_CONCURRENCY=64
 
@@ -222,7 +227,7 @@ start_tidepool() {
     TIDEPOOL_STARTS=$((TIDEPOOL_STARTS + 1))
     tp_tidepool_start "$TIDEPOOL_BIN" "$TIDEPOOL_PORT" "$OUT_DIR/logs/tidepool-$TIDEPOOL_STARTS.log" \
         --upstream "postgres://$BENCH_USER:$BENCH_PASSWORD@127.0.0.1:$TP_PG_PORT/$BENCH_DB" \
-        --pool-size "$POOL_SIZE" --pool-mode transaction ${TIDEPOOL_ARGS:-} # shellcheck disable=SC2086
+        --pool-size "$POOL_SIZE" --pool-mode transaction "${TLS_ARGS[@]}" ${TIDEPOOL_ARGS:-} # shellcheck disable=SC2086
 }
 
 # Stops and starts pooler $1 (a fresh process, for the memory measurements).
@@ -288,7 +293,7 @@ run_pgbench() {
     fi
     started=$SECONDS
     # In the background so that `wait` lets a Ctrl-C or TERM trap run at once.
-    PGPASSWORD="$BENCH_PASSWORD" PGCONNECT_TIMEOUT=30 \
+    PGPASSWORD="$BENCH_PASSWORD" PGCONNECT_TIMEOUT=30 PGSSLMODE="${RUN_SSLMODE:-disable}" \
         timeout --kill-after=10 $((seconds + 120)) "$PGBENCH" \
         -h 127.0.0.1 -p "$port" -U "$BENCH_USER" -n -c "$clients" -j "$threads" -T "$seconds" \
         "${extra[@]}" "$@" "$BENCH_DB" >"$OUT_DIR/$out" 2>&1 &
@@ -462,6 +467,22 @@ fi
 VERIFIER="$(tp_psql_super -c "SELECT rolpassword FROM pg_authid WHERE rolname = '$BENCH_USER'")"
 case "$VERIFIER" in SCRAM-SHA-256\$*) ;; *) tp_die "no SCRAM verifier found for $BENCH_USER" ;; esac
 
+# One self-signed certificate for both poolers' TLS workload (throwaway: the
+# key is readable by PgBouncer's user, and removed with WORK_DIR).
+TLS_ARGS=()
+if command -v openssl >/dev/null 2>&1 &&
+    openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost \
+        -keyout "$WORK_DIR/tls.key" -out "$WORK_DIR/tls.crt" >/dev/null 2>&1; then
+    chmod 755 "$WORK_DIR"
+    chmod 644 "$WORK_DIR/tls.key" "$WORK_DIR/tls.crt"
+    TLS_ARGS=(--tls-cert "$WORK_DIR/tls.crt" --tls-key "$WORK_DIR/tls.key")
+    PGB_EXTRA_INI="client_tls_sslmode = allow
+client_tls_cert_file = $WORK_DIR/tls.crt
+client_tls_key_file = $WORK_DIR/tls.key"
+else
+    echo "warning: openssl could not make a certificate; the TLS workload is skipped"
+fi
+
 start_pgbouncer "$VERIFIER"
 start_tidepool
 echo "PostgreSQL 127.0.0.1:$TP_PG_PORT, PgBouncer 127.0.0.1:$PGB_PORT (pid $PGB_PID)," \
@@ -504,7 +525,9 @@ WORKLOADS=(
     "select-prepared-c50|-S -M prepared|50"
     "select-simple-c400|-S -M simple|400"
     "tpcb-c50|-M simple|50"
+    "select-extended-tls-c50|-S -M extended|50|require"
 )
+[ ${#TLS_ARGS[@]} -gt 0 ] || unset 'WORKLOADS[${#WORKLOADS[@]}-1]'
 scaling_count=0
 for _ in $SCALING_CLIENTS; do scaling_count=$((scaling_count + 1)); done
 TOTAL_RUNS=$((ROUNDS * (${#WORKLOADS[@]} * 2 + 3 + scaling_count * 2)))
@@ -544,10 +567,10 @@ for round in $(seq 1 "$ROUNDS"); do
     # shellcheck disable=SC2086 # the target list is split on purpose
     order="$(round_order "$round" $POOLERS)"
     for entry in "${WORKLOADS[@]}"; do
-        IFS='|' read -r name arguments clients <<<"$entry"
+        IFS='|' read -r name arguments clients sslmode <<<"$entry"
         for target in $order; do
             # shellcheck disable=SC2086 # the argument string is split on purpose
-            run_pgbench workload "$name" "$round" "$target" "$clients" nolog $arguments
+            RUN_SSLMODE="${sslmode:-disable}" run_pgbench workload "$name" "$round" "$target" "$clients" nolog $arguments
         done
     done
     tp_section "latency at 1 client, round $round of $ROUNDS"
