@@ -455,13 +455,10 @@ impl Session {
         ended
     }
 
-    /// A client cut off mid-transaction (its tenant deleted or terminated, or the
-    /// shutdown timeout) is told why, when that cannot break a message in half.
-    /// Returns whether the client was cut off.
-    async fn tell_if_killed(&mut self, relay: &mut RelayState) -> bool {
-        if !self.kill.is_fired() {
-            return false;
-        }
+    /// Tells a client cut off mid-transaction (its tenant deleted or terminated,
+    /// or the shutdown timeout; callers check `kill`) why, when that cannot break
+    /// a message in half.
+    async fn tell_killed(&mut self, relay: &mut RelayState) {
         // Whole messages still owed to the client go first (briefly: a client
         // that does not read is not waited for), then the reason.
         let flush = relay.flush_to_client(&mut self.stream);
@@ -470,7 +467,6 @@ impl Session {
             let e = self.gone_error();
             send_fatal(&mut self.stream, &e).await;
         }
-        true
     }
 
     fn slot_reason(&self) -> Option<GoneReason> {
@@ -673,7 +669,10 @@ impl Session {
             _ = self.kill.fired() => RelayEnd::ClientIo(std::io::ErrorKind::TimedOut.into()),
         };
         let ended = self.count_work(&relay, &mut lease, started);
-        let killed = self.kill.is_fired() && cold(self.tell_if_killed(&mut relay)).await;
+        let killed = self.kill.is_fired();
+        if killed {
+            cold(self.tell_killed(&mut relay)).await;
+        }
         if !self.cancel.unbind_now() {
             cold(self.cancel.wait_unbound()).await;
         }
@@ -763,7 +762,10 @@ impl Session {
             break end;
         };
         self.count_work(&relay, &mut lease, started);
-        let told = self.tell_if_killed(&mut relay).await;
+        let told = self.kill.is_fired();
+        if told {
+            self.tell_killed(&mut relay).await;
+        }
         self.cancel.unbind().await;
         lease.conn.current.apply(&relay.param_changes);
         if matches!(end, RelayEnd::Idle) && !told {
