@@ -525,9 +525,9 @@ WORKLOADS=(
     "select-prepared-c50|-S -M prepared|50"
     "select-simple-c400|-S -M simple|400"
     "tpcb-c50|-M simple|50"
-    "select-extended-tls-c50|-S -M extended|50|require"
 )
-[ ${#TLS_ARGS[@]} -gt 0 ] || unset 'WORKLOADS[${#WORKLOADS[@]}-1]'
+# name|arguments|clients|PGSSLMODE: over TLS, when the poolers were given a certificate.
+[ ${#TLS_ARGS[@]} -eq 0 ] || WORKLOADS+=("select-extended-tls-c50|-S -M extended|50|require")
 scaling_count=0
 for _ in $SCALING_CLIENTS; do scaling_count=$((scaling_count + 1)); done
 TOTAL_RUNS=$((ROUNDS * (${#WORKLOADS[@]} * 2 + 3 + scaling_count * 2)))
