@@ -562,6 +562,116 @@ async fn one_server_connection_serves_clients_on_every_shard() {
     );
 }
 
+/// An upstream host that is a directory is reached over PostgreSQL's Unix-domain
+/// socket in it, as libpq does: queries, prepared statements, a server connection
+/// shared by clients on every shard (it moves between their reactors), and a
+/// cancel, which goes to the same socket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn upstream_over_a_unix_socket() {
+    const CLIENTS: i32 = 6;
+    let pg = PgServer::start();
+    pg.create_user(USER, PASSWORD).await;
+    let listen = format!("{HOST}:{}", free_port());
+    let upstream = format!(
+        "postgres://{USER}:{PASSWORD}@localhost:{}/postgres?host={}",
+        pg.port(),
+        pg.socket_dir().display()
+    );
+    let args = [
+        "--listen",
+        listen.as_str(),
+        "--upstream",
+        upstream.as_str(),
+        "--pool-size",
+        "1",
+        "--pool-mode",
+        "transaction",
+        "--worker-threads",
+        "4",
+    ];
+    let port = common::listen_port_from_args(&args).unwrap();
+    let pooler = TidepoolProc::start_with_env(
+        port,
+        &args,
+        &[("RUST_LOG", "info,tidepool_core::server::pool=debug")],
+    );
+    let url = pooler.url(USER, PASSWORD, "postgres");
+
+    let client = common::connect(&url).await;
+    // No client address: the backend was reached over a Unix-domain socket.
+    assert_eq!(
+        simple_value(&client, "SELECT inet_client_addr() IS NULL").await,
+        "t"
+    );
+    let mut workers = Vec::new();
+    for client_id in 0..CLIENTS {
+        let url = url.clone();
+        workers.push(tokio::spawn(async move {
+            let client = common::connect(&url).await;
+            let add = client
+                .prepare("SELECT $1::int4 * 10 + $2::int4")
+                .await
+                .unwrap();
+            for round in 0..5 {
+                let value: i32 = client
+                    .query_one(&add, &[&client_id, &round])
+                    .await
+                    .unwrap()
+                    .get(0);
+                assert_eq!(value, client_id * 10 + round);
+            }
+        }));
+    }
+    let all = async {
+        for worker in workers {
+            worker.await.expect("a client task failed");
+        }
+    };
+    tokio::time::timeout(NO_HANG, all)
+        .await
+        .expect("the clients did not finish");
+    assert_eq!(pg.count_backends(USER).await, 1);
+    assert!(
+        pooler
+            .log()
+            .contains("server connection moved to this shard"),
+        "the Unix-socket connection never changed shards:\n{}",
+        pooler.log()
+    );
+
+    let token = client.cancel_token();
+    let sleeper = tokio::spawn(async move { client.simple_query("SELECT pg_sleep(30)").await });
+    let started = std::time::Instant::now();
+    loop {
+        let running: i64 = pg
+            .client()
+            .await
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if running == 1 {
+            break;
+        }
+        assert!(started.elapsed() < NO_HANG, "the sleep never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    token.cancel_query(tokio_postgres::NoTls).await.unwrap();
+    let result = tokio::time::timeout(NO_HANG, sleeper)
+        .await
+        .expect("the cancelled query did not end")
+        .unwrap();
+    let error = result.expect_err("pg_sleep(30) finished instead of being cancelled");
+    assert_eq!(
+        error.code(),
+        Some(&tokio_postgres::error::SqlState::QUERY_CANCELED),
+        "{error}"
+    );
+}
+
 /// A server connection is reused while it is younger than `pool.max_lifetime_secs`
 /// and replaced once older: when it comes back, or while it sits idle (the
 /// maintenance pass, every second, closes it).

@@ -112,6 +112,11 @@ impl PgServer {
         HOST
     }
 
+    /// The directory holding the server's Unix-domain socket (`.s.PGSQL.PORT`).
+    pub fn socket_dir(&self) -> PathBuf {
+        self.dir.path().to_path_buf()
+    }
+
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
     }

@@ -15,7 +15,6 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use crate::server::conn::BackendKey;
 
@@ -38,7 +37,8 @@ pub struct ClientKey {
 /// is rare, by looking again every millisecond).
 #[derive(Debug)]
 pub struct CancelTarget {
-    /// `host:port` of the client's upstream.
+    /// Where the client's upstream listens (`server_addr`: `host:port` or a
+    /// Unix socket's path).
     upstream: Arc<str>,
     /// The bound backend as `process_id << 32 | secret`, 0 when none is bound.
     backend: AtomicU64,
@@ -102,7 +102,7 @@ impl CancelRegistry {
             .unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Issues a fresh key for a client of `upstream` (`host:port`).
+    /// Issues a fresh key for a client of `upstream` (from `server_addr`).
     pub fn register(&self, upstream: Arc<str>) -> (ClientKey, Arc<CancelTarget>) {
         let target = Arc::new(CancelTarget {
             upstream,
@@ -171,7 +171,7 @@ impl CancelRegistry {
 /// Sends a CancelRequest and waits for the server to close the connection, which it
 /// does once it has signalled the backend.
 async fn send_cancel(upstream: &str, process_id: u32, secret: &[u8]) {
-    let Ok(mut tcp) = TcpStream::connect(upstream).await else {
+    let Ok(mut tcp) = crate::server::connect::dial(upstream).await else {
         tracing::warn!(upstream, "cannot connect to deliver a cancel request");
         return;
     };

@@ -1,22 +1,25 @@
-//! A connection that is either plain TCP or TLS over TCP, on either side of the pooler.
+//! A connection on either side of the pooler: plain TCP or TLS over TCP, or (to a
+//! server on the same machine) a Unix-domain socket.
 
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, UnixStream};
 
 /// A client or server connection, with or without TLS.
 pub enum Stream {
     Plain(TcpStream),
+    /// A server's Unix-domain socket (never TLS, as with libpq).
+    Unix(UnixStream),
     ServerTls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
     ClientTls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
 }
 
 impl Stream {
     pub fn is_tls(&self) -> bool {
-        !matches!(self, Self::Plain(_))
+        matches!(self, Self::ServerTls(_) | Self::ClientTls(_))
     }
 
     /// The server name a TLS client asked for (SNI), if any.
@@ -27,13 +30,55 @@ impl Stream {
         }
     }
 
-    /// The TCP socket underneath.
-    pub fn tcp(&self) -> &TcpStream {
+    /// The TCP socket underneath, if there is one.
+    pub fn tcp(&self) -> Option<&TcpStream> {
         match self {
-            Self::Plain(s) => s,
-            Self::ServerTls(s) => s.get_ref().0,
-            Self::ClientTls(s) => s.get_ref().0,
+            Self::Plain(s) => Some(s),
+            Self::Unix(_) => None,
+            Self::ServerTls(s) => Some(s.get_ref().0),
+            Self::ClientTls(s) => Some(s.get_ref().0),
         }
+    }
+
+    /// Without blocking: whether an idle connection has nothing to say, no bytes
+    /// and no end of stream. `None` for TLS, which may hold decrypted bytes its
+    /// socket no longer shows (poll it instead). Costs no system call while the
+    /// reactor has not seen the socket become readable.
+    pub fn try_quiet(&self) -> Option<bool> {
+        let mut byte = [0u8; 1];
+        let read = match self {
+            Self::Plain(s) => s.try_read(&mut byte),
+            Self::Unix(s) => s.try_read(&mut byte),
+            Self::ServerTls(_) | Self::ClientTls(_) => return None,
+        };
+        Some(matches!(read, Err(e) if e.kind() == io::ErrorKind::WouldBlock))
+    }
+
+    /// Whether [`Self::reregister`] can move this stream to another reactor: a
+    /// plain TCP or Unix socket, not TLS.
+    pub fn movable(&self) -> bool {
+        matches!(self, Self::Plain(_) | Self::Unix(_))
+    }
+
+    /// Moves a plain TCP or Unix socket from the reactor that watched it to this
+    /// thread's (two `epoll_ctl` calls); TLS comes back as it was. On an error the
+    /// socket is closed.
+    pub fn reregister(self) -> io::Result<Self> {
+        match self {
+            Self::Plain(s) => Ok(Self::Plain(TcpStream::from_std(s.into_std()?)?)),
+            Self::Unix(s) => Ok(Self::Unix(UnixStream::from_std(s.into_std()?)?)),
+            tls => Ok(tls),
+        }
+    }
+
+    /// Best effort and without blocking: writes `bytes` if the socket takes them
+    /// all now (a Terminate before closing). Nothing over TLS.
+    pub fn try_write_all_now(&self, bytes: &[u8]) {
+        let _ = match self {
+            Self::Plain(s) => s.try_write(bytes),
+            Self::Unix(s) => s.try_write(bytes),
+            Self::ServerTls(_) | Self::ClientTls(_) => return,
+        };
     }
 
     /// Ready when reading would not block, without taking a buffer or keeping any
@@ -41,6 +86,7 @@ impl Stream {
     pub fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self {
             Self::Plain(s) => s.poll_read_ready(cx),
+            Self::Unix(s) => s.poll_read_ready(cx),
             _ => Poll::Ready(Ok(())),
         }
     }
@@ -54,6 +100,7 @@ impl AsyncRead for Stream {
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Self::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Self::Unix(s) => Pin::new(s).poll_read(cx, buf),
             Self::ServerTls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
             Self::ClientTls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
@@ -73,6 +120,10 @@ impl AsyncWrite for Stream {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => Pin::new(s).poll_write(cx, buf),
                 done => Poll::Ready(done),
             },
+            Self::Unix(s) => match s.try_write(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Pin::new(s).poll_write(cx, buf),
+                done => Poll::Ready(done),
+            },
             Self::ServerTls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
             Self::ClientTls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
@@ -81,6 +132,7 @@ impl AsyncWrite for Stream {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Self::Plain(s) => Pin::new(s).poll_flush(cx),
+            Self::Unix(s) => Pin::new(s).poll_flush(cx),
             Self::ServerTls(s) => Pin::new(s.as_mut()).poll_flush(cx),
             Self::ClientTls(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
@@ -89,6 +141,7 @@ impl AsyncWrite for Stream {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Self::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Self::Unix(s) => Pin::new(s).poll_shutdown(cx),
             Self::ServerTls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
             Self::ClientTls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }

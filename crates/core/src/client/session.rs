@@ -170,9 +170,9 @@ async fn place(session: Session) -> Option<Session> {
         let mut head = [0u8; LEAVING_PEEK];
         let peeked = std::future::poll_fn(|cx| {
             let mut buf = tokio::io::ReadBuf::new(&mut head);
-            let peeked = match session.stream.tcp().poll_peek(cx, &mut buf) {
-                std::task::Poll::Ready(r) => r,
-                std::task::Poll::Pending => Err(std::io::ErrorKind::WouldBlock.into()),
+            let peeked = match session.stream.tcp().map(|tcp| tcp.poll_peek(cx, &mut buf)) {
+                Some(std::task::Poll::Ready(r)) => r,
+                Some(std::task::Poll::Pending) | None => Err(std::io::ErrorKind::WouldBlock.into()),
             };
             std::task::Poll::Ready(peeked)
         })
@@ -321,8 +321,11 @@ impl Session {
     /// Whether the client sends something (or hangs up) within
     /// [`FIRST_QUERY_GRACE`].
     async fn first_query_soon(&self) -> bool {
+        let Some(tcp) = self.stream.tcp() else {
+            return false;
+        };
         matches!(
-            tokio::time::timeout(FIRST_QUERY_GRACE, self.stream.tcp().readable()).await,
+            tokio::time::timeout(FIRST_QUERY_GRACE, tcp.readable()).await,
             Ok(Ok(()))
         )
     }

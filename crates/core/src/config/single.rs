@@ -9,7 +9,9 @@ use crate::secret::Secret;
 #[derive(Debug, Clone)]
 pub struct SingleUpstream {
     pub listen: String,
-    /// `postgres://USER:PASS@HOST:PORT/DB[?sslmode=...]`
+    /// `postgres://USER:PASS@HOST:PORT/DB[?sslmode=...]`; a HOST that is a
+    /// directory (percent-encoded, `%2Frun%2Fpostgresql`, or `?host=/run/postgresql`
+    /// as libpq takes it) means the server's Unix-domain socket in it.
     pub upstream: String,
     pub pool_size: u32,
     pub pool_mode: String,
@@ -25,7 +27,17 @@ pub fn single_upstream(flags: &SingleUpstream) -> Result<RawConfig, ConfigError>
         key: "--upstream".into(),
         reason: reason.into(),
     };
-    let url = url::Url::parse(&flags.upstream).map_err(|e| invalid(&e.to_string()))?;
+    // libpq takes an empty host before the path (`postgresql://user@/db?host=/dir`);
+    // the URL parser wants one there, so a stand-in is put in and must be replaced.
+    let (text, stand_in) = match empty_host_at(&flags.upstream) {
+        Some(at) => {
+            let mut text = flags.upstream.clone();
+            text.insert_str(at, EMPTY_HOST_STAND_IN);
+            (text, true)
+        }
+        None => (flags.upstream.clone(), false),
+    };
+    let url = url::Url::parse(&text).map_err(|e| invalid(&e.to_string()))?;
     if !matches!(url.scheme(), "postgres" | "postgresql") {
         return Err(invalid("scheme must be postgres:// or postgresql://"));
     }
@@ -34,18 +46,33 @@ pub fn single_upstream(flags: &SingleUpstream) -> Result<RawConfig, ConfigError>
         return Err(invalid("a user name is required"));
     }
     let password = url.password().map(|p| Secret::new(decode_percent(p)));
-    let host = url
-        .host_str()
-        .map(|h| h.trim_start_matches('[').trim_end_matches(']').to_owned())
+    let query = |key: &str| {
+        url.query_pairs()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.into_owned())
+    };
+    // As in libpq, `host` and `port` in the query win over the authority's.
+    let host = query("host")
+        .or_else(|| {
+            url.host_str()
+                .filter(|_| !stand_in)
+                .map(|h| decode_percent(h.trim_start_matches('[').trim_end_matches(']')))
+        })
+        .filter(|h| !h.is_empty())
         .ok_or_else(|| invalid("a host is required"))?;
+    let port = match query("port") {
+        Some(p) => p
+            .parse::<u16>()
+            .ok()
+            .filter(|&p| p != 0)
+            .ok_or_else(|| invalid("port must be a number from 1 to 65535"))?,
+        None => url.port().unwrap_or(5432),
+    };
     let database = match url.path().trim_start_matches('/') {
         "" => user.clone(),
         db => decode_percent(db),
     };
-    let sslmode = url
-        .query_pairs()
-        .find(|(k, _)| k == "sslmode")
-        .map(|(_, v)| v.into_owned());
+    let sslmode = query("sslmode");
     Ok(RawConfig {
         server: RawServer {
             listen: Some(flags.listen.clone()),
@@ -69,7 +96,7 @@ pub fn single_upstream(flags: &SingleUpstream) -> Result<RawConfig, ConfigError>
                     .collect(),
             ),
             db_host: Some(host),
-            db_port: Some(url.port().unwrap_or(5432).into()),
+            db_port: Some(port.into()),
             db_database: Some(database),
             auth_method: flags.auth_method.clone(),
             upstream_sslmode: sslmode,
@@ -88,6 +115,19 @@ pub fn single_upstream(flags: &SingleUpstream) -> Result<RawConfig, ConfigError>
         }],
         ..RawConfig::default()
     })
+}
+
+/// What stands in for an empty host while the URL is parsed.
+const EMPTY_HOST_STAND_IN: &str = "localhost";
+
+/// Where an empty host sits in `url` (user info ending right before the path),
+/// if it has one.
+fn empty_host_at(url: &str) -> Option<usize> {
+    let start = url.find("://")? + 3;
+    let authority_end = url[start..]
+        .find(['/', '?'])
+        .map_or(url.len(), |i| start + i);
+    (authority_end > start && url[..authority_end].ends_with('@')).then_some(authority_end)
 }
 
 /// Client limit of the single-upstream mode.
@@ -145,6 +185,32 @@ mod tests {
         let u = &t.users[0];
         assert_eq!(u.db_user.as_deref(), Some("app"));
         assert_eq!(u.db_password.as_ref().unwrap().expose(), "p@ss");
+    }
+
+    #[test]
+    fn a_directory_host_is_kept_for_a_unix_socket() {
+        let encoded =
+            single_upstream(&flags("postgres://app:pw@%2Frun%2Fpostgresql:5433/shop")).unwrap();
+        assert_eq!(
+            encoded.tenants[0].db_host.as_deref(),
+            Some("/run/postgresql")
+        );
+        assert_eq!(encoded.tenants[0].db_port, Some(5433));
+        let query = single_upstream(&flags(
+            "postgres://app:pw@localhost/shop?host=/tmp/pg%20dir&port=6000",
+        ))
+        .unwrap();
+        assert_eq!(query.tenants[0].db_host.as_deref(), Some("/tmp/pg dir"));
+        assert_eq!(query.tenants[0].db_port, Some(6000));
+        let empty_host =
+            single_upstream(&flags("postgresql://app:pw@/shop?host=/run/postgresql")).unwrap();
+        assert_eq!(
+            empty_host.tenants[0].db_host.as_deref(),
+            Some("/run/postgresql")
+        );
+        assert!(single_upstream(&flags("postgresql://app:pw@/shop")).is_err());
+        assert!(single_upstream(&flags("postgres://app:pw@h/shop?port=0")).is_err());
+        assert!(single_upstream(&flags("postgres://app:pw@h/shop?port=x")).is_err());
     }
 
     #[test]

@@ -60,9 +60,8 @@ impl ServerConn {
     /// readable, and, over plain TCP, no waker registration either (this runs at
     /// every checkout).
     pub fn is_quiet(&mut self) -> bool {
-        if let crate::stream::Stream::Plain(tcp) = &self.stream {
-            let mut byte = [0u8; 1];
-            return matches!(tcp.try_read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
+        if let Some(quiet) = self.stream.try_quiet() {
+            return quiet;
         }
         // TLS may hold decrypted bytes the socket no longer shows.
         let mut cx = Context::from_waker(Waker::noop());

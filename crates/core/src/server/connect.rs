@@ -1,4 +1,5 @@
-//! Opening a server connection: TCP, optional TLS per `sslmode`, the StartupMessage,
+//! Opening a server connection: TCP (optional TLS per `sslmode`) or a Unix-domain
+//! socket, the StartupMessage,
 //! authentication (SCRAM-SHA-256, md5, cleartext) and the ParameterStatus set up to
 //! the first ReadyForQuery.
 
@@ -10,7 +11,7 @@ use pgauth::{md5_client_response, md5_password_hash, ClientKeys, ScramClient};
 use pgwire::backend::{AuthRequest, BackendMessage};
 use pgwire::{frame::Frame, frontend, startup, tag, TransactionStatus};
 use tokio::io::AsyncReadExt;
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, UnixStream};
 
 use super::conn::{BackendKey, ServerConn};
 use crate::config::SslMode;
@@ -124,6 +125,29 @@ pub struct ServerTarget {
     pub tls: Option<tokio_rustls::TlsConnector>,
 }
 
+/// Where a server listens, as one string: its Unix-domain socket
+/// `DIR/.s.PGSQL.PORT` when `host` is a directory (starts with `/`, as libpq reads
+/// a host), else `host:port`.
+pub fn server_addr(host: &str, port: u16) -> String {
+    if host.starts_with('/') {
+        format!("{}/.s.PGSQL.{port}", host.trim_end_matches('/'))
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// Opens a socket to `addr` from [`server_addr`]: a Unix-domain one for a path
+/// (never TLS, as with libpq), else TCP with Nagle's algorithm off (TLS is the
+/// caller's to negotiate).
+pub async fn dial(addr: &str) -> std::io::Result<Stream> {
+    if addr.starts_with('/') {
+        return Ok(Stream::Unix(UnixStream::connect(addr).await?));
+    }
+    let tcp = TcpStream::connect(addr).await?;
+    let _ = tcp.set_nodelay(true);
+    Ok(Stream::Plain(tcp))
+}
+
 /// Opens and logs in one server connection, bounded by `timeout`.
 pub async fn connect(
     target: &ServerTarget,
@@ -136,15 +160,17 @@ pub async fn connect(
 }
 
 async fn connect_inner(target: &ServerTarget, id: u64) -> Result<ServerConn, ConnectError> {
-    let addr = format!("{}:{}", target.host, target.port);
-    let tcp = TcpStream::connect(&addr)
-        .await
-        .map_err(|source| ConnectError::Io {
-            addr: addr.clone(),
-            source,
-        })?;
-    let _ = tcp.set_nodelay(true);
-    let mut stream = negotiate_tls(tcp, target).await?;
+    let addr = server_addr(&target.host, target.port);
+    let mut stream = match dial(&addr).await {
+        Ok(Stream::Plain(tcp)) => negotiate_tls(tcp, target).await?,
+        Ok(other) => other,
+        Err(source) => {
+            return Err(ConnectError::Io {
+                addr: addr.clone(),
+                source,
+            })
+        }
+    };
 
     let mut out = BytesMut::with_capacity(256);
     startup::encode_startup(
@@ -335,7 +361,7 @@ async fn authenticate(
         send(stream, &mut out)
             .await
             .map_err(|source| ConnectError::Io {
-                addr: format!("{}:{}", target.host, target.port),
+                addr: server_addr(&target.host, target.port),
                 source,
             })?;
     }

@@ -97,7 +97,7 @@ impl Pool {
     ) -> Arc<Self> {
         Arc::new(Self {
             name,
-            upstream_addr: format!("{}:{}", target.host, target.port).into(),
+            upstream_addr: super::connect::server_addr(&target.host, target.port).into(),
             default_values: ArcSwapOption::empty(),
             last_wanted: Mutex::new(None),
             target,
@@ -251,7 +251,7 @@ impl Pool {
         }
     }
 
-    /// Moves a plain connection that another shard's reactor watches to this
+    /// Moves a plain or Unix connection that another shard's reactor watches to this
     /// shard's (two `epoll_ctl` calls), so that its client's task is woken on its
     /// own thread. A TLS connection stays where it is and is used from here (its
     /// wake-ups cross threads). `None` when the socket could not be moved; it is
@@ -261,15 +261,14 @@ impl Pool {
         if conn.home == here || here == crate::shard::NO_SHARD {
             return Some(conn);
         }
+        if !conn.stream.movable() {
+            return Some(conn);
+        }
         let mut conn = *conn;
-        let tcp = match conn.stream {
-            crate::stream::Stream::Plain(tcp) => tcp,
-            _ => return Some(Box::new(conn)),
-        };
-        match tcp.into_std().and_then(tokio::net::TcpStream::from_std) {
-            Ok(tcp) => {
+        match conn.stream.reregister() {
+            Ok(stream) => {
                 tracing::debug!(pool = %self.name, server = conn.id, from = conn.home, to = here, "server connection moved to this shard");
-                conn.stream = crate::stream::Stream::Plain(tcp);
+                conn.stream = stream;
                 conn.home = here;
                 Some(Box::new(conn))
             }
@@ -341,9 +340,8 @@ impl Pool {
         self.stats.connections.fetch_sub(1, Ordering::Relaxed);
         tracing::debug!(pool = %self.name, server = conn.id, "server connection closed");
         // Best effort Terminate; a plain socket takes 5 bytes without blocking.
-        if let crate::stream::Stream::Plain(tcp) = &conn.stream {
-            let _ = tcp.try_write(&pgwire::frontend::TERMINATE_MESSAGE);
-        }
+        conn.stream
+            .try_write_all_now(&pgwire::frontend::TERMINATE_MESSAGE);
         drop(conn);
     }
 
