@@ -480,23 +480,15 @@ fn thread_names(pid: u32) -> Vec<String> {
     names
 }
 
-/// Clients are spread over the shards (one runtime per thread), and one server
-/// connection serves clients on all of them: it moves to the reactor of the shard
-/// whose client takes it, and keeps its prepared statements and its backend.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn one_server_connection_serves_clients_on_every_shard() {
-    const SHARDS: usize = 4;
-    const CLIENTS: i32 = 8;
-    const ROUNDS: i32 = 10;
-    let pg = PgServer::start();
-    pg.create_user(USER, PASSWORD).await;
+/// Tidepool in front of `upstream` with one server connection for everyone,
+/// transaction mode and four shards, logging when a connection changes shards.
+fn start_four_shards_one_connection(upstream: &str) -> TidepoolProc {
     let listen = format!("{HOST}:{}", free_port());
-    let upstream = pg.url(USER, PASSWORD, "postgres");
     let args = [
         "--listen",
         listen.as_str(),
         "--upstream",
-        upstream.as_str(),
+        upstream,
         "--pool-size",
         "1",
         "--pool-mode",
@@ -505,26 +497,24 @@ async fn one_server_connection_serves_clients_on_every_shard() {
         "4",
     ];
     let port = common::listen_port_from_args(&args).unwrap();
-    let pooler = TidepoolProc::start_with_env(
+    TidepoolProc::start_with_env(
         port,
         &args,
         &[("RUST_LOG", "info,tidepool_core::server::pool=debug")],
-    );
-    let shards = thread_names(pooler.pid())
-        .into_iter()
-        .filter(|name| name.starts_with("tidepool-shard"))
-        .count();
-    assert_eq!(shards, SHARDS, "threads: {:?}", thread_names(pooler.pid()));
+    )
+}
 
-    let url = pooler.url(USER, PASSWORD, "postgres");
+/// `clients` clients at once, each running a prepared and a simple query
+/// `rounds` times and checking the answers; the backend pids they saw.
+async fn clients_take_turns(url: &str, clients: i32, rounds: i32) -> HashSet<i32> {
     let mut workers = Vec::new();
-    for client_id in 0..CLIENTS {
-        let url = url.clone();
+    for client_id in 0..clients {
+        let url = url.to_owned();
         workers.push(tokio::spawn(async move {
             let client = common::connect(&url).await;
             let add = client.prepare("SELECT $1::int4 + $2::int4").await.unwrap();
             let mut pids = HashSet::new();
-            for round in 0..ROUNDS {
+            for round in 0..rounds {
                 pids.insert(backend_pid(&client).await);
                 let sum: i32 = client
                     .query_one(&add, &[&client_id, &round])
@@ -547,6 +537,35 @@ async fn one_server_connection_serves_clients_on_every_shard() {
     tokio::time::timeout(NO_HANG, all)
         .await
         .expect("the clients did not finish");
+    pids
+}
+
+/// Clients are spread over the shards (one runtime per thread), and one server
+/// connection serves clients on all of them: it moves to the reactor of the shard
+/// whose client takes it, and keeps its prepared statements and its backend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_server_connection_serves_clients_on_every_shard() {
+    const SHARDS: usize = 4;
+    let pg = PgServer::start();
+    pg.create_user(USER, PASSWORD).await;
+    let pooler = start_four_shards_one_connection(&pg.url(USER, PASSWORD, "postgres"));
+    let shards = thread_names(pooler.pid())
+        .into_iter()
+        .filter(|name| name.starts_with("tidepool-shard"))
+        .count();
+    assert_eq!(shards, SHARDS, "threads: {:?}", thread_names(pooler.pid()));
+
+    let pids = clients_take_turns(&pooler.url(USER, PASSWORD, "postgres"), 8, 10).await;
+    one_backend_that_changed_shards(&pg, &pooler, &pids).await;
+}
+
+/// What [`clients_take_turns`] leaves behind with one server connection: one
+/// backend, seen by every client, which moved between shards on the way.
+async fn one_backend_that_changed_shards(
+    pg: &PgServer,
+    pooler: &TidepoolProc,
+    pids: &HashSet<i32>,
+) {
     assert_eq!(
         pids.len(),
         1,
@@ -568,76 +587,22 @@ async fn one_server_connection_serves_clients_on_every_shard() {
 /// cancel, which goes to the same socket.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn upstream_over_a_unix_socket() {
-    const CLIENTS: i32 = 6;
     let pg = PgServer::start();
     pg.create_user(USER, PASSWORD).await;
-    let listen = format!("{HOST}:{}", free_port());
-    let upstream = format!(
+    let pooler = start_four_shards_one_connection(&format!(
         "postgres://{USER}:{PASSWORD}@localhost:{}/postgres?host={}",
         pg.port(),
         pg.socket_dir().display()
-    );
-    let args = [
-        "--listen",
-        listen.as_str(),
-        "--upstream",
-        upstream.as_str(),
-        "--pool-size",
-        "1",
-        "--pool-mode",
-        "transaction",
-        "--worker-threads",
-        "4",
-    ];
-    let port = common::listen_port_from_args(&args).unwrap();
-    let pooler = TidepoolProc::start_with_env(
-        port,
-        &args,
-        &[("RUST_LOG", "info,tidepool_core::server::pool=debug")],
-    );
+    ));
     let url = pooler.url(USER, PASSWORD, "postgres");
-
     let client = common::connect(&url).await;
     // No client address: the backend was reached over a Unix-domain socket.
     assert_eq!(
         simple_value(&client, "SELECT inet_client_addr() IS NULL").await,
         "t"
     );
-    let mut workers = Vec::new();
-    for client_id in 0..CLIENTS {
-        let url = url.clone();
-        workers.push(tokio::spawn(async move {
-            let client = common::connect(&url).await;
-            let add = client
-                .prepare("SELECT $1::int4 * 10 + $2::int4")
-                .await
-                .unwrap();
-            for round in 0..5 {
-                let value: i32 = client
-                    .query_one(&add, &[&client_id, &round])
-                    .await
-                    .unwrap()
-                    .get(0);
-                assert_eq!(value, client_id * 10 + round);
-            }
-        }));
-    }
-    let all = async {
-        for worker in workers {
-            worker.await.expect("a client task failed");
-        }
-    };
-    tokio::time::timeout(NO_HANG, all)
-        .await
-        .expect("the clients did not finish");
-    assert_eq!(pg.count_backends(USER).await, 1);
-    assert!(
-        pooler
-            .log()
-            .contains("server connection moved to this shard"),
-        "the Unix-socket connection never changed shards:\n{}",
-        pooler.log()
-    );
+    let pids = clients_take_turns(&url, 6, 5).await;
+    one_backend_that_changed_shards(&pg, &pooler, &pids).await;
 
     let token = client.cancel_token();
     let sleeper = tokio::spawn(async move { client.simple_query("SELECT pg_sleep(30)").await });
