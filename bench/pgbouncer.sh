@@ -24,7 +24,8 @@ pgbouncer_bin() {
 }
 
 # Starts PgBouncer for $BENCH_USER (SCRAM verifier $1) on $BENCH_DB at
-# PostgreSQL's $TP_PG_PORT, in transaction mode with $POOL_SIZE servers, on
+# PostgreSQL's $TP_PG_PORT (over 127.0.0.1, or over the Unix-domain socket in
+# $TP_PG_DIR when UPSTREAM is "unix"), in transaction mode with $POOL_SIZE servers, on
 # $PGB_PORT (a free port when unset); sets PGB_PID and PGB_DIR. Any further
 # arguments are a command PgBouncer runs under (valgrind, for one), so PGB_PID is
 # that command's.
@@ -37,7 +38,7 @@ start_pgbouncer() {
     printf '"%s" "%s"\n' "$BENCH_USER" "$verifier" >"$PGB_DIR/userlist.txt"
     cat >"$PGB_DIR/pgbouncer.ini" <<EOF
 [databases]
-$BENCH_DB = host=127.0.0.1 port=$TP_PG_PORT dbname=$BENCH_DB
+$BENCH_DB = host=$([ "${UPSTREAM:-tcp}" = unix ] && printf '%s' "$TP_PG_DIR" || printf 127.0.0.1) port=$TP_PG_PORT dbname=$BENCH_DB
 
 [pgbouncer]
 listen_addr = 127.0.0.1

@@ -28,6 +28,8 @@ WORKLOAD_TITLES = {
     "select-extended-tls-c50": "-S -M extended -c 50, TLS",
 }
 # Measured and shown, but not among the workloads issue 5's bar names.
+# How the poolers reach PostgreSQL (BENCH_UPSTREAM), in words.
+UPSTREAM_WORDS = {"tcp": "TCP on 127.0.0.1", "unix": "its Unix-domain socket"}
 OUTSIDE_THE_BAR = {"select-extended-tls-c50"}
 
 
@@ -280,6 +282,7 @@ def markdown(machine, summary, idle, storm, runs):
         f"(release build); {machine.get('pgbench', '?')}.",
         "",
         f"pgbench scale {machine.get('scale', '?')}, pool size {machine.get('pool_size', '?')}, transaction mode, "
+        f"poolers to PostgreSQL over {UPSTREAM_WORDS.get(machine.get('upstream', 'tcp'), '?')}, "
         f"{machine.get('duration', '?')} s per run, {rounds} round(s), -j {machine.get('threads', '?')}; "
         "figures are medians over the rounds. CPU is the pooler's utime+stime from /proc over the whole "
         "pgbench run (logins included) divided by the transactions pgbench counted.",

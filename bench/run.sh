@@ -27,7 +27,10 @@
 #   BENCH_SCALING_CLIENTS ("10 100 1000 5000"), BENCH_IDLE_COUNTS
 #   ("5000 15000"), BENCH_STORM_SECS, BENCH_STORM_CONCURRENCY, BENCH_OUT
 #   (output folder), TIDEPOOL_BIN (use this binary instead of building),
-#   TIDEPOOL_ARGS (extra tidepool flags, e.g. "--worker-threads 1").
+#   TIDEPOOL_ARGS (extra tidepool flags, e.g. "--worker-threads 1"),
+#   BENCH_UPSTREAM ("tcp", the default and issue 5's setup: both poolers reach
+#   PostgreSQL over 127.0.0.1; "unix": both over its Unix-domain socket, as a
+#   pooler on the database's own machine would; clients use TCP either way).
 #
 # A benchmark, not a test: nothing here asserts a timing.
 set -euo pipefail
@@ -75,6 +78,8 @@ else
 fi
 SCALE="${BENCH_SCALE:-10}"
 STORM_CONCURRENCY="${BENCH_STORM_CONCURRENCY:-32}"
+UPSTREAM="${BENCH_UPSTREAM:-tcp}"
+case "$UPSTREAM" in tcp | unix) ;; *) tp_die "BENCH_UPSTREAM must be tcp or unix, got '$UPSTREAM'" ;; esac
 readonly POOL_SIZE=20
 readonly THREADS=2
 readonly BENCH_USER=bench
@@ -225,8 +230,11 @@ EOF
 start_tidepool() {
     [ -n "${TIDEPOOL_PORT:-}" ] || TIDEPOOL_PORT="$(tp_free_port)"
     TIDEPOOL_STARTS=$((TIDEPOOL_STARTS + 1))
+    local upstream="postgres://$BENCH_USER:$BENCH_PASSWORD@127.0.0.1:$TP_PG_PORT/$BENCH_DB"
+    # A host that is a directory: PostgreSQL's Unix-domain socket in it.
+    [ "$UPSTREAM" = tcp ] || upstream="$upstream?host=$TP_PG_DIR"
     tp_tidepool_start "$TIDEPOOL_BIN" "$TIDEPOOL_PORT" "$OUT_DIR/logs/tidepool-$TIDEPOOL_STARTS.log" \
-        --upstream "postgres://$BENCH_USER:$BENCH_PASSWORD@127.0.0.1:$TP_PG_PORT/$BENCH_DB" \
+        --upstream "$upstream" \
         --pool-size "$POOL_SIZE" --pool-mode transaction "${TLS_ARGS[@]}" ${TIDEPOOL_ARGS:-} # shellcheck disable=SC2086
 }
 
@@ -509,6 +517,7 @@ echo "PostgreSQL 127.0.0.1:$TP_PG_PORT, PgBouncer 127.0.0.1:$PGB_PORT (pid $PGB_
     echo "duration=$DURATION"
     echo "scale=$SCALE"
     echo "pool_size=$POOL_SIZE"
+    echo "upstream=$UPSTREAM"
     echo "threads=$THREADS"
     echo "scaling_clients=$SCALING_CLIENTS"
     echo "idle_counts=$IDLE_COUNTS"
@@ -538,6 +547,10 @@ for target in $POOLERS; do
         -U "$BENCH_USER" -n -S -c 50 -j "$THREADS" -T "$WARMUP_SECS" "$BENCH_DB" >"$OUT_DIR/raw/warmup-$target.txt" 2>&1 ||
         echo "warning: warm-up through $target failed (see raw/warmup-$target.txt)"
     echo "$target: $(sed -n 's/^tps = \([0-9.]*\).*/tps=\1/p' "$OUT_DIR/raw/warmup-$target.txt")"
+    # What the server connection behind this pooler is, as PostgreSQL sees it.
+    echo "$target reaches PostgreSQL over: $(PGPASSWORD="$BENCH_PASSWORD" PGCONNECT_TIMEOUT=10 timeout 30 \
+        "$(tp_pg_tool psql)" -X -At -h 127.0.0.1 -p "$(pooler_port "$target")" -U "$BENCH_USER" -d "$BENCH_DB" \
+        -c "SELECT coalesce(host(inet_server_addr()) || ' (TCP)', 'a Unix-domain socket')" 2>&1 | head -n 1)"
 done
 
 # The targets of round $1, in the order they run: rotated by one each round, so
