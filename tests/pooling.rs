@@ -584,13 +584,14 @@ async fn one_backend_that_changed_shards(
 /// An upstream host that is a directory is reached over PostgreSQL's Unix-domain
 /// socket in it, as libpq does: queries, prepared statements, a server connection
 /// shared by clients on every shard (it moves between their reactors), and a
-/// cancel, which goes to the same socket.
+/// cancel, which goes to the same socket. As with libpq, `sslmode=require` does
+/// not apply there (the log says so).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn upstream_over_a_unix_socket() {
     let pg = PgServer::start();
     pg.create_user(USER, PASSWORD).await;
     let pooler = start_four_shards_one_connection(&format!(
-        "postgres://{USER}:{PASSWORD}@localhost:{}/postgres?host={}",
+        "postgres://{USER}:{PASSWORD}@localhost:{}/postgres?host={}&sslmode=require",
         pg.port(),
         pg.socket_dir().display()
     ));
@@ -603,6 +604,13 @@ async fn upstream_over_a_unix_socket() {
     );
     let pids = clients_take_turns(&url, 6, 5).await;
     one_backend_that_changed_shards(&pg, &pooler, &pids).await;
+    assert!(
+        pooler
+            .log()
+            .contains("no TLS on it, whatever upstream_sslmode says"),
+        "no warning about sslmode on a Unix socket:\n{}",
+        pooler.log()
+    );
 
     let token = client.cancel_token();
     let sleeper = tokio::spawn(async move { client.simple_query("SELECT pg_sleep(30)").await });

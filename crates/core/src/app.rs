@@ -521,6 +521,16 @@ fn credential_for(user: &User) -> ServerCredential {
 }
 
 fn target_for(tenant: &Tenant, user: &User) -> Result<ServerTarget, TlsError> {
+    if tenant.host.starts_with('/')
+        && !matches!(
+            tenant.upstream_tls.mode,
+            crate::config::SslMode::Disable | crate::config::SslMode::Prefer
+        )
+    {
+        // As with libpq: a Unix-domain socket never carries TLS.
+        tracing::warn!(tenant = %tenant.id, host = %tenant.host, sslmode = ?tenant.upstream_tls.mode,
+            "db_host is a Unix-socket directory: no TLS on it, whatever upstream_sslmode says");
+    }
     Ok(ServerTarget {
         host: tenant.host.clone(),
         port: tenant.port,
