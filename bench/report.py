@@ -27,9 +27,9 @@ WORKLOAD_TITLES = {
     "tpcb-c50": "TPC-B -M simple -c 50",
     "select-extended-tls-c50": "-S -M extended -c 50, TLS",
 }
-# Measured and shown, but not among the workloads issue 5's bar names.
 # How the poolers reach PostgreSQL (BENCH_UPSTREAM), in words.
 UPSTREAM_WORDS = {"tcp": "TCP on 127.0.0.1", "unix": "its Unix-domain socket"}
+# Measured and shown, but not among the workloads issue 5's bar names.
 OUTSIDE_THE_BAR = {"select-extended-tls-c50"}
 
 

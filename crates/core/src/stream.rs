@@ -54,12 +54,6 @@ impl Stream {
         Some(matches!(read, Err(e) if e.kind() == io::ErrorKind::WouldBlock))
     }
 
-    /// Whether [`Self::reregister`] can move this stream to another reactor: a
-    /// plain TCP or Unix socket, not TLS.
-    pub fn movable(&self) -> bool {
-        matches!(self, Self::Plain(_) | Self::Unix(_))
-    }
-
     /// Moves a plain TCP or Unix socket from the reactor that watched it to this
     /// thread's (two `epoll_ctl` calls); TLS comes back as it was. On an error the
     /// socket is closed.
@@ -71,9 +65,10 @@ impl Stream {
         }
     }
 
-    /// Best effort and without blocking: writes `bytes` if the socket takes them
-    /// all now (a Terminate before closing). Nothing over TLS.
-    pub fn try_write_all_now(&self, bytes: &[u8]) {
+    /// Best effort and without blocking: writes what the socket takes of `bytes`
+    /// now (a Terminate before closing; five bytes fit an idle socket). Nothing
+    /// over TLS.
+    pub fn try_write_now(&self, bytes: &[u8]) {
         let _ = match self {
             Self::Plain(s) => s.try_write(bytes),
             Self::Unix(s) => s.try_write(bytes),

@@ -244,7 +244,7 @@ async fn negotiate_tls(mut tcp: TcpStream, target: &ServerTarget) -> Result<Stre
     let mut out = BytesMut::with_capacity(8);
     startup::encode_ssl_request(&mut out);
     let io = |source| ConnectError::Io {
-        addr: format!("{}:{}", target.host, target.port),
+        addr: server_addr(&target.host, target.port),
         source,
     };
     send(&mut tcp, &mut out).await.map_err(io)?;

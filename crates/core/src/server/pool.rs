@@ -261,7 +261,7 @@ impl Pool {
         if conn.home == here || here == crate::shard::NO_SHARD {
             return Some(conn);
         }
-        if !conn.stream.movable() {
+        if conn.stream.is_tls() {
             return Some(conn);
         }
         let mut conn = *conn;
@@ -341,7 +341,7 @@ impl Pool {
         tracing::debug!(pool = %self.name, server = conn.id, "server connection closed");
         // Best effort Terminate; a plain socket takes 5 bytes without blocking.
         conn.stream
-            .try_write_all_now(&pgwire::frontend::TERMINATE_MESSAGE);
+            .try_write_now(&pgwire::frontend::TERMINATE_MESSAGE);
         drop(conn);
     }
 
