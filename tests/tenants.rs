@@ -65,6 +65,8 @@ struct Pooler {
     proc: TidepoolProc,
     config: PathBuf,
     server_table: String,
+    /// The certificate of a TLS listener (DER), for clients to trust.
+    cert: Option<Vec<u8>>,
     // Holds the configuration file and the certificate; after `proc` so the
     // process is gone before its files are.
     _dir: tempfile::TempDir,
@@ -75,6 +77,7 @@ impl Pooler {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let mut server_table = format!("[server]\nlisten = \"{HOST}:{port}\"\n");
+        let mut cert_der = None;
         if listener == Listener::Tls {
             let certified = rcgen::generate_simple_self_signed(vec![
                 "db.example.test".to_owned(),
@@ -85,6 +88,7 @@ impl Pooler {
             let key = dir.path().join("tidepool.key");
             std::fs::write(&cert, certified.cert.pem()).unwrap();
             std::fs::write(&key, certified.key_pair.serialize_pem()).unwrap();
+            cert_der = Some(certified.cert.der().to_vec());
             server_table.push_str(&format!(
                 "tls_cert = \"{}\"\ntls_key = \"{}\"\n",
                 cert.display(),
@@ -98,6 +102,7 @@ impl Pooler {
             proc,
             config,
             server_table,
+            cert: cert_der,
             _dir: dir,
         }
     }
@@ -120,6 +125,19 @@ impl Pooler {
 
     fn url(&self, user: &str, password: &str, database: &str) -> String {
         self.proc.url(user, password, database)
+    }
+
+    /// A raw client over TLS, logged in as `user` to `postgres`.
+    async fn tls_login(&self, user: &str) -> WireClient {
+        let cert = self.cert.as_deref().expect("started with Listener::Tls");
+        let mut client = WireClient::connect_tls(self.port(), cert, "localhost").await;
+        client
+            .startup(PROTOCOL_3_0, &[("user", user), ("database", "postgres")])
+            .await;
+        if let Err(e) = client.authenticate(PASSWORD).await {
+            panic!("TLS login as {user} failed: {e:?}");
+        }
+        client
     }
 }
 
@@ -649,6 +667,60 @@ async fn client_idle_timeout_ends_idle_clients() {
     );
     assert!(idle >= Duration::from_millis(500), "ended after {idle:?}");
     assert!(client.simple_query("SELECT 1").await.is_err());
+}
+
+/// A TLS client waits between transactions as a plain one does (not inside a
+/// read with a relay's buffers): its idle timeout ends it, and a notification
+/// reaches it while it sends nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_tls_clients_time_out_and_get_notifications() {
+    let pg = PgServer::start();
+    pg.create_user(USER, PASSWORD).await;
+    let users = [user(USER, PASSWORD, "")];
+    let pooler = Pooler::start(
+        Listener::Tls,
+        &[
+            tenant(&pg, "t1", "postgres", "client_idle_timeout = 1", &users),
+            tenant(&pg, "t2", "postgres", "", &users),
+        ],
+    );
+    let mut client = pooler.tls_login("app.t1").await;
+    // Queries in several TLS records, with pauses shorter than the timeout.
+    let long = format!("SELECT length('{}')", "x".repeat(40_000));
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(client.query_value(&long).await, "40000");
+    }
+    let idle_since = Instant::now();
+    let received = client.expect_closed(Duration::from_secs(5)).await;
+    match received.as_slice() {
+        [fatal] => assert_wire_error(
+            fatal,
+            "57P05",
+            "terminating connection due to idle-session timeout",
+        ),
+        other => panic!("expected one FATAL, got {other:?}"),
+    }
+    assert!(idle_since.elapsed() >= Duration::from_millis(500));
+
+    let mut listener = pooler.tls_login("app.t2").await;
+    listener.query_ok("LISTEN tls_channel").await;
+    let notifier = connect(&pooler.url("app.t2", PASSWORD, "postgres")).await;
+    notifier
+        .batch_execute("NOTIFY tls_channel, 'over tls'")
+        .await
+        .unwrap();
+    match listener.next_within(NO_HANG).await {
+        common::wire::Next::Message(m) => {
+            assert_eq!(m.tag, b'A', "{m:?}");
+            assert!(m.body.ends_with(b"tls_channel\0over tls\0"), "{m:?}");
+        }
+        other => panic!("no notification while idle: {other:?}"),
+    }
+    assert_eq!(
+        listener.query_value("SELECT 'still here'").await,
+        "still here"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,7 +2,7 @@
 //! bytes a client sends: pipelines in one write, the COPY sub-protocol, cancel
 //! requests, startup variants and malformed packets.
 //!
-//! [`WireClient`] owns one TCP connection and its read buffer; the free
+//! [`WireClient`] owns one connection (TCP, or TLS over TCP) and its read buffer; the free
 //! functions encode frontend messages into plain byte vectors that a test
 //! concatenates and sends in one write. Messages are encoded and decoded here
 //! by hand, independently of the `pgwire` crate under test, so a codec bug
@@ -17,7 +17,7 @@ use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
@@ -187,9 +187,13 @@ pub enum Next {
     TimedOut,
 }
 
+/// What a [`WireClient`] talks over: TCP, or TLS over TCP.
+trait Conn: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Conn for T {}
+
 /// One raw client connection.
 pub struct WireClient {
-    stream: TcpStream,
+    stream: Box<dyn Conn>,
     buf: BytesMut,
     user: String,
     /// Everything received from the first authentication request up to and
@@ -204,11 +208,44 @@ pub struct WireClient {
 impl WireClient {
     /// Opens a TCP connection to 127.0.0.1:`port` and sends nothing.
     pub async fn connect(port: u16) -> WireClient {
-        let stream = tokio::time::timeout(IO_TIMEOUT, TcpStream::connect((HOST, port)))
+        WireClient::over(Box::new(tcp_connect(port).await))
+    }
+
+    /// Opens a TCP connection to 127.0.0.1:`port`, asks for TLS (SSLRequest)
+    /// and sets it up, trusting only the certificate `trusted` (DER) and
+    /// sending `server_name` as SNI; sends nothing more. Panics if the server
+    /// refuses TLS or the handshake fails.
+    pub async fn connect_tls(port: u16, trusted: &[u8], server_name: &str) -> WireClient {
+        let mut tcp = tcp_connect(port).await;
+        let answer = async {
+            tcp.write_all(&ssl_request()).await?;
+            tcp.read_u8().await
+        };
+        match tokio::time::timeout(IO_TIMEOUT, answer).await {
+            Ok(Ok(b'S')) => {}
+            other => panic!("SSLRequest to port {port} answered {other:?}, not 'S'"),
+        }
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(rustls::pki_types::CertificateDer::from(trusted.to_vec()))
+            .expect("the trusted certificate does not parse");
+        let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let name = rustls::pki_types::ServerName::try_from(server_name.to_owned())
+            .expect("a valid server name");
+        let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+        let tls = tokio::time::timeout(IO_TIMEOUT, connector.connect(name, tcp))
             .await
-            .unwrap_or_else(|_| panic!("connecting to {HOST}:{port} timed out"))
-            .unwrap_or_else(|e| panic!("cannot connect to {HOST}:{port}: {e}"));
-        let _ = stream.set_nodelay(true);
+            .unwrap_or_else(|_| panic!("TLS handshake with port {port} timed out"))
+            .unwrap_or_else(|e| panic!("TLS handshake with port {port} failed: {e}"));
+        WireClient::over(Box::new(tls))
+    }
+
+    fn over(stream: Box<dyn Conn>) -> WireClient {
         WireClient {
             stream,
             buf: BytesMut::with_capacity(8192),
@@ -471,9 +508,23 @@ impl WireClient {
     }
 }
 
+/// Errors that mean the peer went away. Over TLS a close without close_notify
+/// (what Postgres and poolers do after a FATAL) reads as `UnexpectedEof`.
 fn is_disconnect(e: &std::io::Error) -> bool {
     use std::io::ErrorKind::*;
-    matches!(e.kind(), ConnectionReset | ConnectionAborted | BrokenPipe)
+    matches!(
+        e.kind(),
+        ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof
+    )
+}
+
+async fn tcp_connect(port: u16) -> TcpStream {
+    let stream = tokio::time::timeout(IO_TIMEOUT, TcpStream::connect((HOST, port)))
+        .await
+        .unwrap_or_else(|_| panic!("connecting to {HOST}:{port} timed out"))
+        .unwrap_or_else(|e| panic!("cannot connect to {HOST}:{port}: {e}"));
+    let _ = stream.set_nodelay(true);
+    stream
 }
 
 /// 18 bytes for a SCRAM client nonce. They only need to differ between logins,

@@ -76,14 +76,74 @@ impl Stream {
         };
     }
 
-    /// Ready when reading would not block, without taking a buffer or keeping any
-    /// state. A TLS stream may hold decrypted bytes already, so it is ready at once.
-    pub fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    /// Ready when reading would not block, without taking a buffer of ours. Over
+    /// TLS that means decrypted bytes (or the end of the stream): records that
+    /// arrive are taken into the TLS session's own buffer here, so an idle TLS
+    /// client waits like a plain one and not inside a read.
+    pub fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self {
             Self::Plain(s) => s.poll_read_ready(cx),
             Self::Unix(s) => s.poll_read_ready(cx),
-            _ => Poll::Ready(Ok(())),
+            Self::ServerTls(s) => {
+                let (tcp, tls) = s.get_mut();
+                poll_tls_read_ready(tcp, tls, cx)
+            }
+            Self::ClientTls(s) => {
+                let (tcp, tls) = s.get_mut();
+                poll_tls_read_ready(tcp, tls, cx)
+            }
         }
+    }
+}
+
+/// [`Stream::poll_read_ready`] over TLS: ready once `tls` holds plaintext, has
+/// seen the peer's close_notify, or its socket reached its end or failed. Takes
+/// whatever records the socket has into `tls` (its own buffer, not a relay's).
+fn poll_tls_read_ready<D>(
+    tcp: &TcpStream,
+    tls: &mut rustls::ConnectionCommon<D>,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<()>> {
+    loop {
+        if !tls.wants_read() {
+            return Poll::Ready(Ok(()));
+        }
+        std::task::ready!(tcp.poll_read_ready(cx))?;
+        match tls.read_tls(&mut NowOrNever(tcp)) {
+            // The end of the stream: the read that follows reports it.
+            Ok(0) => return Poll::Ready(Ok(())),
+            Ok(_) => {
+                if let Err(e) = tls.process_new_packets() {
+                    // Best effort: the alert rustls queued for the peer.
+                    let _ = tls.write_tls(&mut NowOrNever(tcp));
+                    return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, e)));
+                }
+            }
+            // Only a partial record came (or none): the socket's readiness is
+            // cleared, so the next poll waits for more.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Poll::Ready(Err(e)),
+        }
+    }
+}
+
+/// A TCP socket as blocking-style `Read`/`Write` that never blocks: what the
+/// socket takes or has now, else `WouldBlock` (which clears tokio's readiness).
+struct NowOrNever<'a>(&'a TcpStream);
+
+impl io::Read for NowOrNever<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.try_read(buf)
+    }
+}
+
+impl io::Write for NowOrNever<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.try_write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 
