@@ -217,6 +217,8 @@ def idle_rows(records):
         rows.append(
             {
                 "target": record["target"],
+                "tls": record.get("tls") == "on",
+                "tls_version": record.get("tls_version") or None,
                 "count": int(record["count"]),
                 "opened": int(opened),
                 "failed": int(number(record.get("failed")) or 0),
@@ -238,7 +240,7 @@ def storm_summary(records, clk_tck):
             continue
         ok = number(record.get("ok")) or 0
         ticks = number(record.get("cpu_ticks"))
-        groups.setdefault(record["target"], []).append(
+        groups.setdefault((record["target"], record.get("tls") == "on"), []).append(
             {
                 "rate": number(record.get("rate")),
                 "ok": ok,
@@ -249,8 +251,9 @@ def storm_summary(records, clk_tck):
                 "first_error": record.get("first_error") or None,
             }
         )
+    # Keyed by (pooler, over TLS).
     return {
-        target: {
+        key: {
             "rounds": len(group),
             "rate": median(g["rate"] for g in group),
             "failed": sum(g["failed"] for g in group),
@@ -259,7 +262,7 @@ def storm_summary(records, clk_tck):
             "cpu_us_per_login": median(g["cpu_us_per_login"] for g in group),
             "first_error": next((g["first_error"] for g in group if g["first_error"]), None),
         }
-        for target, group in groups.items()
+        for key, group in groups.items()
     }
 
 
@@ -388,12 +391,12 @@ def markdown(machine, summary, idle, storm, runs):
     lines += [
         "## Memory per idle client",
         "",
-        "| Pooler | Idle clients | Opened | Failed | RSS before KB | RSS with clients KB | KB per idle client | Still open at end |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| Pooler | Clients over | Idle clients | Opened | Failed | RSS before KB | RSS with clients KB | KB per idle client | Still open at end |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for row in sorted(idle, key=lambda r: (r["count"], r["target"] != "tidepool")):
+    for row in sorted(idle, key=lambda r: (r["tls"], r["count"], r["target"] != "tidepool")):
         lines.append(
-            f"| {LABELS[row['target']]} | {row['count']:,} | {row['opened']:,} | {row['failed']:,} "
+            f"| {LABELS[row['target']]} | {'TLS' if row['tls'] else 'TCP'} | {row['count']:,} | {row['opened']:,} | {row['failed']:,} "
             f"| {fmt(row['rss0_kb'])} | {fmt(row['rss_kb'])} | {fmt(row['kb_per_client'], 2)} | {row['still_open']:,} |"
         )
     lines += [
@@ -403,9 +406,19 @@ def markdown(machine, summary, idle, storm, runs):
         "(RSS with clients - RSS before) / opened.",
         "",
     ]
+    versions = sorted({f"{LABELS[r['target']]} {r['tls_version']}" for r in idle if r["tls"] and r["tls_version"]})
+    if versions:
+        lines += [
+            "TLS clients connect as libpq's sslmode=require does (no certificate check) and log in the "
+            f"same way; version agreed: {', '.join(versions)}.",
+            "",
+        ]
     errors = [r for r in idle if r["first_error"]]
     for row in errors:
-        lines.append(f"- {LABELS[row['target']]}, {row['count']:,} clients: first error: {row['first_error']}")
+        over = " over TLS" if row["tls"] else ""
+        lines.append(
+            f"- {LABELS[row['target']]}, {row['count']:,} clients{over}: first error: {row['first_error']}"
+        )
     if errors:
         lines.append("")
 
@@ -413,22 +426,24 @@ def markdown(machine, summary, idle, storm, runs):
         f"## Connection storm ({machine.get('storm_concurrency', '?')} concurrent clients, "
         f"{machine.get('storm_secs', '?')} s, connect + SCRAM login + Terminate)",
         "",
-        "| Pooler | Logins/s | Failed | Login p50 ms | Login p99 ms | CPU µs per login | Notes |",
-        "|---|---:|---:|---:|---:|---:|---|",
+        "| Pooler | Clients over | Logins/s | Failed | Login p50 ms | Login p99 ms | CPU µs per login | Notes |",
+        "|---|---|---:|---:|---:|---:|---:|---|",
     ]
-    for target in POOLERS:
-        entry = storm.get(target)
+    for tls, target in [(tls, target) for tls in (False, True) for target in POOLERS]:
+        entry = storm.get((target, tls))
         if not entry:
             continue
         note = f"first error: {entry['first_error']}" if entry["first_error"] else ""
         lines.append(
-            f"| {LABELS[target]} | {fmt(entry['rate'])} | {fmt(entry['failed'])} | {fmt(entry['login_p50_ms'], 2)} "
+            f"| {LABELS[target]} | {'TLS' if tls else 'TCP'} | {fmt(entry['rate'])} | {fmt(entry['failed'])} | {fmt(entry['login_p50_ms'], 2)} "
             f"| {fmt(entry['login_p99_ms'], 2)} | {fmt(entry['cpu_us_per_login'], 0)} | {note.replace('|', '/')} |"
         )
     lines += [
         "",
         "CPU per login is the pooler's CPU time over the storm divided by the logins completed; "
-        "the client caches the salted password, so only the pooler pays for SCRAM on each login.",
+        "the client caches the salted password, so only the pooler pays for SCRAM on each login. "
+        "Over TLS each login is also a full TLS handshake (no session resumption), "
+        "which the pooler signs with the benchmark's RSA-2048 key.",
         "",
     ]
     lines += bar_check(summary, idle)
@@ -461,7 +476,8 @@ def bar_check(summary, idle):
                 cpu_misses.append(f"{workload} ({tp_cpu / pb_cpu:.2f}x)")
     memory = {}
     for row in idle:
-        if row["kb_per_client"] is not None:
+        # The bar is about plain clients; TLS ones are listed in the memory table.
+        if row["kb_per_client"] is not None and not row["tls"]:
             memory.setdefault(row["count"], {})[row["target"]] = row["kb_per_client"]
     memory_misses = [
         f"{count:,} clients ({m['tidepool']:.2f} vs {m['pgbouncer']:.2f} KB)"
@@ -588,7 +604,7 @@ def report(out_dir):
                 ],
                 "runs": runs,
                 "idle": idle,
-                "storm": storm,
+                "storm": [{"target": t, "tls": tls, **entry} for (t, tls), entry in sorted(storm.items())],
             },
             indent=2,
         ),

@@ -17,8 +17,9 @@
 #     of the tables TPC-B writes and a CHECKPOINT);
 #   - a scaling curve (-S -M extended at 10..5000 clients: tps, p99 from
 #     pgbench's per-transaction log);
-#   - resident memory per idle authenticated client (bench/pgclients);
-#   - a connection storm (authenticated logins per second).
+#   - resident memory per idle authenticated client (bench/pgclients), over
+#     plain TCP and, when openssl made a certificate, over TLS;
+#   - a connection storm (authenticated logins per second), plain and TLS.
 # Writes results.md, results.json and chart.png to bench/out/<timestamp>/,
 # next to the raw pgbench outputs, the server logs and run.log.
 #
@@ -351,9 +352,12 @@ run_pgbench() {
 
 # --- idle clients and connection storm -----------------------------------------
 
-# Opens $2 idle clients to pooler $1 (restarted first) and records its RSS.
+# Opens $2 idle clients to pooler $1 (restarted first), over TLS when $3 is
+# "on", and records its RSS.
 measure_idle() {
-    local target="$1" count="$2" pid port base loaded ready status=0 deadline
+    local target="$1" count="$2" tls="${3:-off}" pid port base loaded ready status=0 deadline over=""
+    [ "$tls" = off ] || over=TLS
+    local name="idle-$target-$count${over:+-tls}"
     restart_pooler "$target"
     pid="$(pooler_pid "$target")"
     port="$(pooler_port "$target")"
@@ -362,12 +366,12 @@ measure_idle() {
         -n -S -c 4 -j 1 -t 50 "$BENCH_DB" >/dev/null 2>&1 || true
     sleep 1
     base="$(rss_kb "$pid")"
-    ready="$WORK_DIR/idle-$target-$count.ready"
-    printf 'idle      %-9s %6d clients: ' "$target" "$count"
+    ready="$WORK_DIR/$name.ready"
+    printf 'idle %-4s %-9s %6d clients: ' "$over" "$target" "$count"
     PGPASSWORD="$BENCH_PASSWORD" "$PGCLIENTS" idle --server "127.0.0.1:$port" --user "$BENCH_USER" \
         --database "$BENCH_DB" --count "$count" --concurrency "$IDLE_CONCURRENCY" \
-        --ready-file "$ready" --open-timeout-secs 300 --hold-secs 900 \
-        >"$OUT_DIR/raw/idle-$target-$count.txt" 2>&1 &
+        --ready-file "$ready" --open-timeout-secs 300 --hold-secs 900 --tls "$tls" \
+        >"$OUT_DIR/raw/$name.txt" 2>&1 &
     CHILD_PID=$!
     deadline=$((SECONDS + 400))
     while [ ! -f "$ready" ] && kill -0 "$CHILD_PID" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ]; do
@@ -377,8 +381,8 @@ measure_idle() {
         echo "client did not get ready"
         tp_stop_pid "$CHILD_PID"
         CHILD_PID=""
-        record kind=idle target="$target" count="$count" rss0_kb="$base" rss_kb= opened=0 failed="$count" \
-            still_open=0 open_secs= first_error="client did not get ready"
+        record kind=idle target="$target" tls="$tls" count="$count" rss0_kb="$base" rss_kb= opened=0 \
+            failed="$count" still_open=0 open_secs= first_error="client did not get ready"
         return 0
     fi
     # Let the pooler finish whatever follows a login before reading its memory.
@@ -387,11 +391,12 @@ measure_idle() {
     kill -TERM "$CHILD_PID" 2>/dev/null || true
     wait "$CHILD_PID" || status=$?
     CHILD_PID=""
-    local result="$OUT_DIR/raw/idle-$target-$count.txt"
-    record kind=idle target="$target" count="$count" rss0_kb="$base" rss_kb="$loaded" \
+    local result="$OUT_DIR/raw/$name.txt"
+    record kind=idle target="$target" tls="$tls" count="$count" rss0_kb="$base" rss_kb="$loaded" \
         opened="$(value_of "$result" opened)" failed="$(value_of "$result" failed)" \
         still_open="$(value_of "$result" still_open)" open_secs="$(value_of "$result" open_secs)" \
-        client_exit="$status" first_error="$(value_of "$result" first_error)"
+        client_exit="$status" tls_version="$(value_of "$result" tls)" \
+        first_error="$(value_of "$result" first_error)"
     printf 'opened=%s failed=%s rss %s -> %s KB (%s KB per client) still_open=%s\n' \
         "$(value_of "$result" opened)" "$(value_of "$result" failed)" "$base" "$loaded" \
         "$(awk -v a="$base" -v b="$loaded" -v n="$(value_of "$result" opened)" \
@@ -399,22 +404,23 @@ measure_idle() {
         "$(value_of "$result" still_open)"
 }
 
-# One connection storm against pooler $1, round $2.
+# One connection storm against pooler $1, round $2, over TLS when $3 is "on".
 measure_storm() {
-    local target="$1" round="$2" pid port before after status=0 result
+    local target="$1" round="$2" tls="${3:-off}" pid port before after status=0 result over=""
     pid="$(pooler_pid "$target")"
     port="$(pooler_port "$target")"
-    result="$OUT_DIR/raw/storm-$target-r$round.txt"
-    printf 'storm     %-9s round %s: ' "$target" "$round"
+    [ "$tls" = off ] || over=TLS
+    result="$OUT_DIR/raw/storm-$target-r$round${over:+-tls}.txt"
+    printf 'storm %-3s %-9s round %s: ' "$over" "$target" "$round"
     before="$(cpu_ticks "$pid")"
     PGPASSWORD="$BENCH_PASSWORD" timeout --kill-after=10 $((STORM_SECS + 60)) "$PGCLIENTS" storm \
         --server "127.0.0.1:$port" --user "$BENCH_USER" --database "$BENCH_DB" \
-        --secs "$STORM_SECS" --concurrency "$STORM_CONCURRENCY" >"$result" 2>&1 &
+        --secs "$STORM_SECS" --concurrency "$STORM_CONCURRENCY" --tls "$tls" >"$result" 2>&1 &
     CHILD_PID=$!
     wait "$CHILD_PID" || status=$?
     CHILD_PID=""
     after="$(cpu_ticks "$pid")"
-    record kind=storm target="$target" round="$round" exit="$status" cpu_ticks=$((after - before)) \
+    record kind=storm target="$target" tls="$tls" round="$round" exit="$status" cpu_ticks=$((after - before)) \
         ok="$(value_of "$result" ok)" failed="$(value_of "$result" failed)" secs="$(value_of "$result" secs)" \
         rate="$(value_of "$result" rate)" login_p50_ms="$(value_of "$result" login_p50_ms)" \
         login_p99_ms="$(value_of "$result" login_p99_ms)" first_error="$(value_of "$result" first_error)"
@@ -600,18 +606,26 @@ for round in $(seq 1 "$ROUNDS"); do
     done
 done
 
+# Clients over TLS too, when the poolers were given a certificate.
+CLIENT_TLS_MODES="off"
+[ ${#TLS_ARGS[@]} -eq 0 ] || CLIENT_TLS_MODES="off on"
+
 tp_section "idle clients (each pooler restarted before each count)"
-for count in $IDLE_COUNTS; do
-    for target in $POOLERS; do
-        measure_idle "$target" "$count"
+for tls in $CLIENT_TLS_MODES; do
+    for count in $IDLE_COUNTS; do
+        for target in $POOLERS; do
+            measure_idle "$target" "$count" "$tls"
+        done
     done
 done
 
 tp_section "connection storm: $STORM_CONCURRENCY concurrent clients, $STORM_SECS s"
 for round in $(seq 1 "$ROUNDS"); do
-    # shellcheck disable=SC2086
-    for target in $(round_order "$round" $POOLERS); do
-        measure_storm "$target" "$round"
+    for tls in $CLIENT_TLS_MODES; do
+        # shellcheck disable=SC2086
+        for target in $(round_order "$round" $POOLERS); do
+            measure_storm "$target" "$round" "$tls"
+        done
     done
 done
 

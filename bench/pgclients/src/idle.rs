@@ -4,16 +4,16 @@
 //! pooler's memory), holds until SIGTERM/SIGINT or `hold` has passed, and
 //! finally reports how many connections the server had closed meanwhile.
 
-use std::io::{ErrorKind, Read};
+use std::io::ErrorKind;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::net::TcpStream;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::task::JoinSet;
 
-use crate::login::{connect_from, login};
+use crate::login::{connect, login};
+use crate::tls::Conn;
 use crate::Context;
 
 pub struct IdlePlan {
@@ -27,7 +27,7 @@ pub struct IdlePlan {
 
 #[derive(Default)]
 struct Opened {
-    streams: Vec<TcpStream>,
+    streams: Vec<Conn>,
     failed: usize,
     first_error: Option<String>,
 }
@@ -48,13 +48,11 @@ async fn open_some(
             continue;
         }
         let attempt = async {
-            let mut stream = connect_from(context.next_source(), context.target.server)
-                .await
-                .map_err(|e| format!("connect: {e}"))?;
+            let mut stream = connect(&context).await?;
             login(&mut stream, &context.target, context.next_nonce())
                 .await
                 .map_err(|e| e.to_string())?;
-            Ok::<TcpStream, String>(stream)
+            Ok::<Conn, String>(stream)
         };
         match tokio::time::timeout(context.login_timeout, attempt).await {
             Ok(Ok(stream)) => opened.streams.push(stream),
@@ -73,23 +71,17 @@ async fn open_some(
     opened
 }
 
-/// Counts connections the server has closed (EOF, error, or unexpected data).
-fn count_closed(streams: Vec<TcpStream>) -> usize {
-    let mut closed = 0;
+/// Counts connections the server has closed (EOF, error, or unexpected data,
+/// which over TLS is any record: an idle client is sent nothing).
+fn count_closed(streams: Vec<Conn>) -> usize {
     let mut buffer = [0u8; 256];
-    for stream in streams {
-        // into_std keeps the socket non-blocking, so read never waits.
-        let still_open = match stream.into_std() {
-            Ok(mut socket) => {
-                matches!(socket.read(&mut buffer), Err(e) if e.kind() == ErrorKind::WouldBlock)
-            }
-            Err(_) => false,
-        };
-        if !still_open {
-            closed += 1;
-        }
-    }
-    closed
+    streams
+        .iter()
+        .filter(|stream| {
+            // try_read never waits.
+            !matches!(stream.tcp().try_read(&mut buffer), Err(e) if e.kind() == ErrorKind::WouldBlock)
+        })
+        .count()
 }
 
 pub async fn run(context: Context, plan: IdlePlan) -> Result<(), String> {
@@ -120,8 +112,13 @@ pub async fn run(context: Context, plan: IdlePlan) -> Result<(), String> {
     let open_secs = started.elapsed().as_secs_f64();
     let opened = all.streams.len();
     let first_error = all.first_error.unwrap_or_default().replace('\n', " ");
+    let tls_version = all
+        .streams
+        .first()
+        .and_then(Conn::tls_version)
+        .unwrap_or_else(|| "none".into());
     let report = format!(
-        "opened={opened}\nfailed={}\nopen_secs={open_secs:.2}\nfirst_error={first_error}\n",
+        "opened={opened}\nfailed={}\nopen_secs={open_secs:.2}\ntls={tls_version}\nfirst_error={first_error}\n",
         all.failed
     );
     if let Some(path) = &plan.ready_file {

@@ -1,5 +1,6 @@
-//! One Postgres v3 login over TCP: connect from a chosen 127.0.0.x source,
-//! send the startup packet, answer SCRAM-SHA-256, wait for ReadyForQuery.
+//! One Postgres v3 login over TCP, or TLS (`--tls`): connect from a chosen
+//! 127.0.0.x source, send the startup packet, answer SCRAM-SHA-256, wait for
+//! ReadyForQuery.
 //! Only the handful of messages a login needs are encoded or read here.
 //! See the Postgres docs, "Message Flow" > "Start-up" and "SASL Authentication".
 
@@ -7,10 +8,12 @@ use std::fmt;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
 use crate::scram::{Exchange, KeyCache};
+use crate::tls::{self, Conn};
+use crate::Context;
 
 /// Largest backend message a login accepts; anything bigger is a protocol error.
 const MAX_MESSAGE_LEN: usize = 64 * 1024;
@@ -60,9 +63,23 @@ pub async fn connect_from(source: Ipv4Addr, server: SocketAddr) -> io::Result<Tc
     Ok(stream)
 }
 
+/// Connects from the context's next source address, over TLS when it has a
+/// connector.
+pub async fn connect(context: &Context) -> Result<Conn, String> {
+    let tcp = connect_from(context.next_source(), context.target.server)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    match &context.tls {
+        None => Ok(Conn::Plain(tcp)),
+        Some(connector) => tls::start(tcp, connector)
+            .await
+            .map_err(|e| format!("TLS: {e}")),
+    }
+}
+
 /// Logs in on `stream`; returns once the server said ReadyForQuery.
-pub async fn login(
-    stream: &mut TcpStream,
+pub async fn login<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
     target: &LoginTarget,
     nonce: String,
 ) -> Result<(), LoginError> {
@@ -136,8 +153,9 @@ pub async fn login(
 }
 
 /// Sends Terminate; the caller then drops the stream, as libpq's PQfinish does.
-pub async fn terminate(stream: &mut TcpStream) -> io::Result<()> {
-    stream.write_all(&[b'X', 0, 0, 0, 4]).await
+pub async fn terminate<S: AsyncWrite + Unpin>(stream: &mut S) -> io::Result<()> {
+    stream.write_all(&[b'X', 0, 0, 0, 4]).await?;
+    stream.flush().await
 }
 
 fn startup_packet(user: &str, database: &str) -> Vec<u8> {
@@ -176,7 +194,10 @@ fn password_message(body: &[u8]) -> Vec<u8> {
 }
 
 /// Reads one backend message into `body`; returns its tag.
-async fn read_message(stream: &mut TcpStream, body: &mut Vec<u8>) -> Result<u8, LoginError> {
+async fn read_message<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    body: &mut Vec<u8>,
+) -> Result<u8, LoginError> {
     let mut header = [0u8; 5];
     stream.read_exact(&mut header).await?;
     let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;

@@ -12,6 +12,7 @@ mod idle;
 mod login;
 mod scram;
 mod storm;
+mod tls;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
@@ -27,15 +28,18 @@ use scram::KeyCache;
 const USAGE: &str = "usage:
   pgclients idle  --server 127.0.0.1:PORT --user U --database D --count N
                   [--concurrency 64] [--ready-file PATH] [--hold-secs 600]
-                  [--login-timeout-secs 30] [--open-timeout-secs 600]
+                  [--login-timeout-secs 30] [--open-timeout-secs 600] [--tls on|off]
   pgclients storm --server 127.0.0.1:PORT --user U --database D --secs T
-                  [--concurrency 32] [--login-timeout-secs 10]
-The password is read from PGPASSWORD.";
+                  [--concurrency 32] [--login-timeout-secs 10] [--tls on|off]
+The password is read from PGPASSWORD. --tls on: TLS as sslmode=require (no
+certificate check).";
 
 /// What every login shares: where to go, as whom, and the unique parts.
 pub struct Context {
     pub target: LoginTarget,
     pub login_timeout: Duration,
+    /// Set with `--tls on`.
+    pub tls: Option<tokio_rustls::TlsConnector>,
     nonce_seed: [u8; 16],
     nonce_counter: AtomicU64,
     next_source: AtomicUsize,
@@ -122,6 +126,11 @@ fn build_context(args: &Args, default_login_timeout: u64) -> Result<Context, Str
         _ => return Err("--server must be an IPv4 loopback address (127.0.0.0/8)".into()),
     }
     let password = std::env::var("PGPASSWORD").map_err(|_| "PGPASSWORD is not set".to_string())?;
+    let tls = match args.get("tls").unwrap_or("off") {
+        "on" => Some(tls::connector()),
+        "off" => None,
+        other => return Err(format!("--tls: {other:?} is neither on nor off")),
+    };
     let mut nonce_seed = [0u8; 16];
     read_urandom(&mut nonce_seed).map_err(|e| format!("reading /dev/urandom: {e}"))?;
     Ok(Context {
@@ -135,6 +144,7 @@ fn build_context(args: &Args, default_login_timeout: u64) -> Result<Context, Str
             args.number("login-timeout-secs", default_login_timeout)?
                 .max(1),
         ),
+        tls,
         nonce_seed,
         nonce_counter: AtomicU64::new(0),
         next_source: AtomicUsize::new(0),
@@ -164,6 +174,7 @@ fn run() -> Result<(), String> {
                 "hold-secs",
                 "login-timeout-secs",
                 "open-timeout-secs",
+                "tls",
             ])?;
             let context = build_context(&args, 30)?;
             let plan = idle::IdlePlan {
@@ -183,6 +194,7 @@ fn run() -> Result<(), String> {
                 "secs",
                 "concurrency",
                 "login-timeout-secs",
+                "tls",
             ])?;
             let context = build_context(&args, 10)?;
             let plan = storm::StormPlan {

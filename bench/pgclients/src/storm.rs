@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use tokio::task::JoinSet;
 
-use crate::login::{connect_from, login, terminate};
+use crate::login::{connect, login, terminate};
 use crate::Context;
 
 pub struct StormPlan {
@@ -32,9 +32,7 @@ async fn worker(context: Arc<Context>, deadline: Instant) -> WorkerResult {
     while Instant::now() < deadline {
         let began = Instant::now();
         let attempt = async {
-            let mut stream = connect_from(context.next_source(), context.target.server)
-                .await
-                .map_err(|e| format!("connect: {e}"))?;
+            let mut stream = connect(&context).await?;
             login(&mut stream, &context.target, context.next_nonce())
                 .await
                 .map_err(|e| e.to_string())?;
