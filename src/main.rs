@@ -59,6 +59,11 @@ struct Args {
     #[arg(long, requires = "tls_cert", conflicts_with = "config")]
     tls_key: Option<String>,
 
+    /// Single-upstream mode: refuse clients that do not use TLS (as PgBouncer's
+    /// client_tls_sslmode = require). Needs --tls-cert and --tls-key.
+    #[arg(long, requires = "tls_cert", conflicts_with = "config")]
+    require_tls: bool,
+
     /// Log format: human or json (overrides the file's server.log_format).
     #[arg(long)]
     log_format: Option<String>,
@@ -114,6 +119,7 @@ fn load(args: &Args) -> anyhow::Result<Config> {
             auth_method: args.auth_method.clone(),
             tls_cert: args.tls_cert.clone(),
             tls_key: args.tls_key.clone(),
+            require_tls: args.require_tls,
         })?,
         // Every tenant may come from the metadata store.
         (None, None) if args.metadata_url.is_some() => tidepool_core::config::RawConfig::default(),

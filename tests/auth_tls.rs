@@ -277,6 +277,30 @@ async fn scram_works_with_and_without_tls_when_tls_is_offered() {
 }
 
 #[tokio::test]
+async fn require_tls_refuses_plain_clients() {
+    let pg = PgServer::start();
+    pg.create_user(USER, PASSWORD).await;
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, key) = write_self_signed(certs.path());
+    let pooler = start_single_with(
+        &pg,
+        &["--tls-cert", &cert, "--tls-key", &key, "--require-tls"],
+    );
+    let port = pooler.port();
+
+    let tls = psql(port, "require", PASSWORD, "\\conninfo").unwrap();
+    assert!(tls.contains("SSL connection"), "{tls}");
+    let plain = psql(port, "disable", PASSWORD, "SELECT 1")
+        .expect_err("a plain client was accepted with --require-tls");
+    assert!(
+        plain.contains("requires an SSL connection (sslmode=require)"),
+        "{plain}"
+    );
+    // libpq's default, prefer, takes TLS when it is offered.
+    assert_eq!(psql(port, "prefer", PASSWORD, "SELECT 3"), Ok("3".into()));
+}
+
+#[tokio::test]
 async fn scram_verifier_logs_in_by_pass_through() {
     let pg = PgServer::start();
     pg.create_user(USER, PASSWORD).await;

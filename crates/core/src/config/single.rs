@@ -18,6 +18,8 @@ pub struct SingleUpstream {
     pub auth_method: Option<String>,
     pub tls_cert: Option<String>,
     pub tls_key: Option<String>,
+    /// Refuse clients that do not use TLS (the tenant's `enforce_ssl`).
+    pub require_tls: bool,
 }
 
 /// Builds a one-tenant configuration from the flags. The tenant is named after the
@@ -104,6 +106,7 @@ pub fn single_upstream(flags: &SingleUpstream) -> Result<RawConfig, ConfigError>
             // the machine, not a per-tenant quota.
             default_max_clients: Some(SINGLE_UPSTREAM_MAX_CLIENTS),
             require_user: Some(true),
+            enforce_ssl: flags.require_tls.then_some(true),
             users: vec![RawUser {
                 db_user: Some(user),
                 db_password: password,
@@ -167,7 +170,25 @@ mod tests {
             auth_method: None,
             tls_cert: None,
             tls_key: None,
+            require_tls: false,
         }
+    }
+
+    #[test]
+    fn require_tls_enforces_ssl_on_the_tenant() {
+        let url = "postgres://app:pw@db.local/shop";
+        assert_eq!(
+            single_upstream(&flags(url)).unwrap().tenants[0].enforce_ssl,
+            None
+        );
+        let strict = SingleUpstream {
+            require_tls: true,
+            ..flags(url)
+        };
+        assert_eq!(
+            single_upstream(&strict).unwrap().tenants[0].enforce_ssl,
+            Some(true)
+        );
     }
 
     #[test]
