@@ -10,7 +10,11 @@
 # workspace). Then runs each driver's checks (drivers/*, at most 300 s each)
 # and `pgbench -M prepared -S`, samples the server connections the pooler
 # opens, and checks session state that outlives a transaction (LISTEN, a
-# session advisory lock, a TEMP table).
+# session advisory lock, a TEMP table). Then the TLS pass: the same checks of
+# psycopg, asyncpg, node-postgres, postgres.js and pgjdbc, pgbench and the
+# LISTEN check, against a Tidepool started with --require-tls, every client
+# verifying its throwaway certificate (sslmode=verify-full). The Rust drivers
+# are built without TLS and are not in it.
 #
 # Prints one line per check and last `N passed, M failed`; exits non-zero if
 # any check failed.
@@ -33,6 +37,10 @@ readonly RUST_TARGET="$DRIVERS_DIR/rust/target"
 readonly JDBC_JAR=/usr/share/java/postgresql.jar
 
 WORK_DIR=""
+# Extra environment of every run: the TLS settings in the TLS pass.
+TLS_ENV=()
+# Appended to each result's name in the TLS pass.
+PASS_SUFFIX=""
 SAMPLER_PID=""
 RUN_PID=""
 APT_UPDATED=""
@@ -126,6 +134,17 @@ print_versions() {
     "$PGBENCH" --version
 }
 
+# Writes a throwaway self-signed certificate for localhost and 127.0.0.1 (and
+# its key) into directory $1, installing openssl if it is missing.
+make_certificate() {
+    local dir="$1"
+    mkdir -p "$dir"
+    command -v openssl >/dev/null 2>&1 || apt_install openssl || return 1
+    openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost \
+        -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
+        -keyout "$dir/key.pem" -out "$dir/cert.pem" >/dev/null 2>&1
+}
+
 # Runs an install step; on failure marks the drivers that need it broken.
 install_step() {
     local what="$1" step="$2" driver
@@ -158,10 +177,10 @@ sample_backends() {
 run_bounded() {
     local output="$1" status=0
     shift
-    env -u PGSERVICE -u PGSERVICEFILE -u PGOPTIONS \
+    env -u PGSERVICE -u PGSERVICEFILE -u PGOPTIONS -u PGSSLMODE -u PGSSLROOTCERT \
         PGHOST=127.0.0.1 PGPORT="$TIDEPOOL_PORT" PGUSER="$DRIVERS_USER" \
         PGPASSWORD="$DRIVERS_PASSWORD" PGDATABASE="$DRIVERS_DB" PGCONNECT_TIMEOUT=10 \
-        timeout --kill-after=10 "$RUN_TIMEOUT" "$@" >"$output" 2>&1 &
+        "${TLS_ENV[@]}" timeout --kill-after=10 "$RUN_TIMEOUT" "$@" >"$output" 2>&1 &
     RUN_PID=$!
     wait "$RUN_PID" || status=$?
     RUN_PID=""
@@ -190,12 +209,12 @@ show_failure() {
 # Runs one driver's checks: $1 its name, the rest the command. The command
 # prints `ok ...` / `FAIL ...` lines and exits 0 when all passed.
 run_driver() {
-    local name="$1" output status=0 started checks failures elapsed
+    local driver="$1" name="$1$PASS_SUFFIX" output status=0 started checks failures elapsed
     shift
     tp_section "$name"
-    if [ -n "${BROKEN[$name]:-}" ]; then
-        echo "${BROKEN[$name]}"
-        record FAIL "$(printf '%-15s %s' "$name" "${BROKEN[$name]}")"
+    if [ -n "${BROKEN[$driver]:-}" ]; then
+        echo "${BROKEN[$driver]}"
+        record FAIL "$(printf '%-15s %s' "$name" "${BROKEN[$driver]}")"
         return
     fi
     output="$WORK_DIR/$name.out"
@@ -222,17 +241,17 @@ run_driver() {
 
 # pgbench -M prepared -S through the pooler: exit 0 and no failed transaction.
 run_pgbench() {
-    local output="$WORK_DIR/pgbench.out" status=0 processed failed
-    tp_section "pgbench -M prepared"
+    local name="pgbench$PASS_SUFFIX" output="$WORK_DIR/pgbench$PASS_SUFFIX.out" status=0 processed failed
+    tp_section "pgbench -M prepared$PASS_SUFFIX"
     run_bounded "$output" "$PGBENCH" -n -M prepared -S -c 20 -j 2 -T 5 || status=$?
     grep -E '^(number of|latency average|tps)' "$output" || true
     processed="$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$output")"
     failed="$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' "$output")"
     if [ "$status" -eq 0 ] && [ "${processed:-0}" -gt 0 ] && [ "${failed:-0}" -eq 0 ]; then
-        record PASS "$(printf '%-15s %s transactions by 20 clients, 0 failed' pgbench "$processed")"
+        record PASS "$(printf '%-15s %s transactions by 20 clients, 0 failed' "$name" "$processed")"
     else
         show_failure "$output"
-        record FAIL "$(printf '%-15s exit %s, %s transactions, %s failed' pgbench "$status" \
+        record FAIL "$(printf '%-15s exit %s, %s transactions, %s failed' "$name" "$status" \
             "${processed:-no}" "${failed:-unknown}")"
     fi
 }
@@ -240,12 +259,12 @@ run_pgbench() {
 # Session state that outlives a transaction (once known gaps, now counted):
 # $1 the check's name in known_gaps.py.
 run_state_check() {
-    local name="$1" output="$WORK_DIR/state-$1.out" status=0
+    local check="$1" name="$1$PASS_SUFFIX" output="$WORK_DIR/state-$1$PASS_SUFFIX.out" status=0
     if [ -n "${BROKEN[psycopg]:-}" ]; then
         record FAIL "$(printf '%-15s not run (%s)' "$name" "${BROKEN[psycopg]}")"
         return
     fi
-    run_bounded "$output" "$VENV/bin/python" "$DRIVERS_DIR/python/known_gaps.py" "$name" || status=$?
+    run_bounded "$output" "$VENV/bin/python" "$DRIVERS_DIR/python/known_gaps.py" "$check" || status=$?
     if [ "$status" -eq 0 ] && grep -q '^ok ' "$output"; then
         record PASS "$(printf '%-15s %s' "$name" "$(grep -m 1 '^ok ' "$output" | cut -c4-)")"
     elif [ "$status" -eq 124 ] || [ "$status" -eq 137 ]; then
@@ -319,6 +338,35 @@ tp_section "Session state across transactions (LISTEN, advisory lock, temp table
 for check in listen advisory-lock temp-table; do
     run_state_check "$check"
 done
+
+# The TLS pass: a Tidepool that refuses clients without TLS (so a pass is a
+# pass over TLS), and clients that check its certificate (verify-full against
+# the throwaway certificate, whose names are localhost and 127.0.0.1).
+tp_section "Over TLS: a Tidepool with --require-tls, clients with sslmode=verify-full"
+tp_tidepool_stop
+if make_certificate "$WORK_DIR/tls"; then
+    TIDEPOOL_PORT="$(tp_free_port)"
+    RUST_LOG="${RUST_LOG:-tidepool_core=debug}" tp_tidepool_start "$TIDEPOOL_BIN" "$TIDEPOOL_PORT" \
+        "$WORK_DIR/tidepool-tls.log" \
+        --upstream "postgres://$DRIVERS_USER:$DRIVERS_PASSWORD@127.0.0.1:$TP_PG_PORT/$DRIVERS_DB" \
+        --pool-size "$POOL_SIZE" --pool-mode transaction \
+        --tls-cert "$WORK_DIR/tls/cert.pem" --tls-key "$WORK_DIR/tls/key.pem" --require-tls
+    echo "tidepool on 127.0.0.1:$TIDEPOOL_PORT: TLS required, pool size $POOL_SIZE, transaction mode"
+    TLS_ENV=(PGSSLMODE=verify-full PGSSLROOTCERT="$WORK_DIR/tls/cert.pem"
+        NODE_EXTRA_CA_CERTS="$WORK_DIR/tls/cert.pem")
+    PASS_SUFFIX="-tls"
+    run_driver psycopg "$VENV/bin/python" "$DRIVERS_DIR/python/psycopg_check.py"
+    run_driver asyncpg "$VENV/bin/python" "$DRIVERS_DIR/python/asyncpg_check.py"
+    run_driver node-postgres node "$DRIVERS_DIR/node/pg_check.js"
+    run_driver postgres.js node "$DRIVERS_DIR/node/postgresjs_check.js"
+    # shellcheck disable=SC2016 # expanded by the inner bash, from its arguments
+    run_driver pgjdbc bash -c 'exec java -cp "$1:$2" DriverCheck' \
+        java "$WORK_DIR/pgjdbc-classes" "$JDBC_JAR"
+    run_pgbench
+    run_state_check listen
+else
+    record FAIL "$(printf '%-15s openssl could not make a certificate' 'TLS pass')"
+fi
 
 tp_section "Results"
 echo "install and build: ${INSTALL_SECONDS} s; runs: $((SECONDS - STARTED - INSTALL_SECONDS)) s"

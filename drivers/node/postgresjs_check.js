@@ -7,6 +7,12 @@
 const postgres = require('postgres');
 const { CLIENTS, ROUNDS, Report, expect, range, idleClientsHoldNoServer } = require('./report');
 
+// postgres.js reads PGHOST and the like but not PGSSLMODE; the check takes
+// libpq's variable as an application would pass its TLS setting. verify-full
+// checks the certificate against Node's roots plus NODE_EXTRA_CA_CERTS.
+const SSL = ['require', 'verify-ca', 'verify-full'].includes(process.env.PGSSLMODE)
+  ? process.env.PGSSLMODE : false;
+
 async function createTable(sql) {
   await sql`DROP TABLE IF EXISTS postgresjs_items`;
   await sql`CREATE TABLE postgresjs_items (worker int, round int, note text, PRIMARY KEY (worker, round))`;
@@ -48,7 +54,7 @@ async function rollbackOnError(sql) {
 
 async function pipelined() {
   // One connection: postgres.js pipelines queries sent before earlier ones answer.
-  const one = postgres({ max: 1, connect_timeout: 10 });
+  const one = postgres({ max: 1, connect_timeout: 10, ssl: SSL });
   try {
     const results = await Promise.all(range(50).map((i) => one`SELECT ${i}::int * 2 AS v`));
     results.forEach(([{ v }], i) => expect(v === i * 2, `pipelined query ${i} got ${v}`));
@@ -58,7 +64,7 @@ async function pipelined() {
 }
 
 async function openAndQuery(n, opened) {
-  const one = postgres({ max: 1, connect_timeout: 10 });
+  const one = postgres({ max: 1, connect_timeout: 10, ssl: SSL });
   opened.push(() => one.end({ timeout: 5 }));
   const [{ v }] = await one`SELECT ${n}::int AS v`;
   expect(v === n, 'wrong answer');
@@ -66,7 +72,7 @@ async function openAndQuery(n, opened) {
 
 async function main() {
   const report = new Report();
-  const sql = postgres({ max: CLIENTS, connect_timeout: 10, onnotice: () => {} });
+  const sql = postgres({ max: CLIENTS, connect_timeout: 10, ssl: SSL, onnotice: () => {} });
   try {
     await report.check('create table', () => createTable(sql));
     await report.check('10 connections, prepared statements: transactions with sql.begin', () => concurrentTransactions(sql));

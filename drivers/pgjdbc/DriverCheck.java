@@ -4,8 +4,9 @@
 // (S_1, S_2, ... on every connection: the names collide across clients),
 // PreparedStatement reuse across transactions, batch inserts, and a rollback
 // after an error. Connects with the libpq variables (PGHOST, PGPORT, PGUSER,
-// PGPASSWORD, PGDATABASE) that scripts/drivers.sh sets; prints one ok/FAIL
-// line per check and exits 1 if any failed.
+// PGPASSWORD, PGDATABASE, and PGSSLMODE/PGSSLROOTCERT when set) that
+// scripts/drivers.sh sets; prints one ok/FAIL line per check and exits 1 if
+// any failed.
 
 import java.sql.Connection;
 import java.sql.DriverManager;
@@ -68,6 +69,16 @@ public final class DriverCheck {
         props.setProperty("prepareThreshold", "1");
         props.setProperty("connectTimeout", "10");
         props.setProperty("socketTimeout", "60");
+        // pgjdbc does not read libpq's TLS variables; pass them on as an
+        // application would pass its TLS settings.
+        String sslmode = System.getenv("PGSSLMODE");
+        if (sslmode != null && !sslmode.isEmpty()) {
+            props.setProperty("sslmode", sslmode);
+        }
+        String rootCert = System.getenv("PGSSLROOTCERT");
+        if (rootCert != null && !rootCert.isEmpty()) {
+            props.setProperty("sslrootcert", rootCert);
+        }
         return DriverManager.getConnection(url, props);
     }
 
