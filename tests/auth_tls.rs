@@ -49,6 +49,16 @@ fn start_single_with(pg: &PgServer, extra: &[&str]) -> TidepoolProc {
     TidepoolProc::start(&args)
 }
 
+/// `start_single_with` plus a throwaway certificate (`--tls-cert`, `--tls-key`)
+/// and `extra`; the directory holding the certificate comes back with it.
+fn start_tls_with(pg: &PgServer, extra: &[&str]) -> (TidepoolProc, tempfile::TempDir) {
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, key) = write_self_signed(certs.path());
+    let mut args = vec!["--tls-cert", cert.as_str(), "--tls-key", key.as_str()];
+    args.extend_from_slice(extra);
+    (start_single_with(pg, &args), certs)
+}
+
 /// Sends a StartupMessage for `user` and returns the code of the first
 /// Authentication request, or `None` if the answer is not one (an
 /// ErrorResponse, say).
@@ -221,19 +231,7 @@ async fn cleartext_password_is_refused_without_tls() {
 async fn cleartext_password_works_over_tls() {
     let pg = PgServer::start();
     pg.create_user(USER, PASSWORD).await;
-    let certs = tempfile::tempdir().unwrap();
-    let (cert, key) = write_self_signed(certs.path());
-    let pooler = start_single_with(
-        &pg,
-        &[
-            "--auth-method",
-            "password",
-            "--tls-cert",
-            &cert,
-            "--tls-key",
-            &key,
-        ],
-    );
+    let (pooler, _certs) = start_tls_with(&pg, &["--auth-method", "password"]);
 
     let port = pooler.port();
     assert_eq!(psql(port, "require", PASSWORD, "SELECT 1"), Ok("1".into()));
@@ -255,9 +253,7 @@ async fn cleartext_password_works_over_tls() {
 async fn scram_works_with_and_without_tls_when_tls_is_offered() {
     let pg = PgServer::start();
     pg.create_user(USER, PASSWORD).await;
-    let certs = tempfile::tempdir().unwrap();
-    let (cert, key) = write_self_signed(certs.path());
-    let pooler = start_single_with(&pg, &["--tls-cert", &cert, "--tls-key", &key]);
+    let (pooler, _certs) = start_tls_with(&pg, &[]);
     let port = pooler.port();
 
     assert_eq!(psql(port, "disable", PASSWORD, "SELECT 1"), Ok("1".into()));
@@ -280,12 +276,7 @@ async fn scram_works_with_and_without_tls_when_tls_is_offered() {
 async fn require_tls_refuses_plain_clients() {
     let pg = PgServer::start();
     pg.create_user(USER, PASSWORD).await;
-    let certs = tempfile::tempdir().unwrap();
-    let (cert, key) = write_self_signed(certs.path());
-    let pooler = start_single_with(
-        &pg,
-        &["--tls-cert", &cert, "--tls-key", &key, "--require-tls"],
-    );
+    let (pooler, _certs) = start_tls_with(&pg, &["--require-tls"]);
     let port = pooler.port();
 
     let tls = psql(port, "require", PASSWORD, "\\conninfo").unwrap();
