@@ -42,6 +42,9 @@ pub(super) const IDLE_TICKS: u32 = 2;
 pub(super) const NOT_PARKING: u32 = u32::MAX;
 /// Socket events taken from the epoll set per look.
 const EVENTS_PER_LOOK: usize = 1024;
+/// Room for this many slots (and free entries) is kept however few clients are
+/// parked; past it, the table gives memory back as it empties.
+const SLOTS_KEPT: usize = 1024;
 
 /// The parking place of one pooler process.
 pub struct Parking {
@@ -57,8 +60,13 @@ pub struct Parking {
 /// that its bookkeeping can be tested alone).
 struct Lot<C> {
     slots: Vec<Slot<C>>,
-    /// Head of the free list threaded through `slots`.
-    free: Option<u32>,
+    /// Empty slots, lowest first: new clients fill the table from the bottom, so
+    /// after a crowd has left its top empties and is cut off. May name slots
+    /// already cut off (skipped when taken, dropped when they pile up).
+    free: BinaryHeap<Reverse<u32>>,
+    /// The generation a slot made anew starts at: above that of every slot cut
+    /// off, so a token of a client gone with its slot never names a new one.
+    first_generation: u32,
     parked: usize,
     /// Idle timeouts of parked clients, earliest first; stale entries (the client
     /// resumed) are skipped when they come up.
@@ -73,7 +81,6 @@ struct Lot<C> {
 struct Slot<C> {
     /// Counts the clients this slot has held, so a stale token is told apart.
     generation: u32,
-    next_free: Option<u32>,
     client: Option<C>,
 }
 
@@ -342,7 +349,8 @@ impl<C> Default for Lot<C> {
     fn default() -> Self {
         Self {
             slots: Vec::new(),
-            free: None,
+            free: BinaryHeap::new(),
+            first_generation: 0,
             parked: 0,
             deadlines: BinaryHeap::new(),
             groups: HashMap::new(),
@@ -352,33 +360,60 @@ impl<C> Default for Lot<C> {
 }
 
 impl<C> Lot<C> {
-    /// Puts `client` in a free slot; returns the slot and its generation.
+    /// Puts `client` in the lowest free slot; returns the slot and its generation.
     fn insert(&mut self, client: C) -> (u32, u32) {
         self.parked += 1;
-        if let Some(index) = self.free {
-            if let Some(slot) = self.slots.get_mut(index as usize) {
-                self.free = slot.next_free.take();
+        while let Some(Reverse(index)) = self.free.pop() {
+            // An entry of a slot cut off since (or cut off and made anew, and
+            // maybe filled) is stale.
+            if let Some(slot) = self
+                .slots
+                .get_mut(index as usize)
+                .filter(|slot| slot.client.is_none())
+            {
                 slot.generation = slot.generation.wrapping_add(1);
                 slot.client = Some(client);
                 return (index, slot.generation);
             }
         }
         let index = self.slots.len() as u32;
+        let generation = self.first_generation;
         self.slots.push(Slot {
-            generation: 0,
-            next_free: None,
+            generation,
             client: Some(client),
         });
-        (index, 0)
+        (index, generation)
     }
 
-    /// Empties slot `index`.
+    /// Empties slot `index`, and cuts off the empty slots at the top of the table.
     fn take(&mut self, index: u32) -> Option<C> {
         let slot = self.slots.get_mut(index as usize)?;
         let client = slot.client.take()?;
-        slot.next_free = self.free.replace(index);
+        self.free.push(Reverse(index));
         self.parked -= 1;
+        self.shrink();
         Some(client)
+    }
+
+    /// Cuts off the empty slots at the top of the table, gives back the room of
+    /// a table far larger than what it holds, and lists the empty slots afresh
+    /// once stale entries outnumber them.
+    fn shrink(&mut self) {
+        while self.slots.last().is_some_and(|slot| slot.client.is_none()) {
+            if let Some(slot) = self.slots.pop() {
+                self.first_generation = self.first_generation.max(slot.generation.wrapping_add(1));
+            }
+        }
+        let len = self.slots.len();
+        if self.slots.capacity() > 4 * len + SLOTS_KEPT {
+            self.slots.shrink_to(2 * len + SLOTS_KEPT);
+        }
+        if self.free.len() > 2 * (len - self.parked) + SLOTS_KEPT {
+            self.free = (0..len as u32)
+                .filter(|&index| self.slots[index as usize].client.is_none())
+                .map(Reverse)
+                .collect();
+        }
     }
 
     /// The tokens of the clients held that `keep` picks.
@@ -518,6 +553,61 @@ mod tests {
         assert_eq!(lot.parked, 2);
         assert_eq!(lot.take(b), Some("b"));
         assert_eq!(lot.take_token(token_of(c, gc)), Some("c"));
+        assert_eq!(lot.parked, 0);
+    }
+
+    #[test]
+    fn the_table_gives_back_its_top_when_a_crowd_leaves() {
+        let mut lot: Lot<u32> = Lot::default();
+        let tokens: Vec<usize> = (0..20_000u32)
+            .map(|i| {
+                let (index, generation) = lot.insert(i);
+                token_of(index, generation)
+            })
+            .collect();
+        assert_eq!(lot.slots.len(), 20_000);
+        // Everyone leaves but the first and one in the middle.
+        for (i, token) in tokens.iter().enumerate() {
+            if i != 0 && i != 5_000 {
+                assert_eq!(lot.take_token(*token), Some(i as u32));
+            }
+        }
+        assert_eq!(lot.parked, 2);
+        assert_eq!(lot.slots.len(), 5_001, "the empty top is cut off");
+        assert!(lot.slots.capacity() <= 4 * 5_001 + SLOTS_KEPT);
+        assert!(lot.free.len() <= 2 * (5_001 - 2) + SLOTS_KEPT);
+        // New clients fill the lowest free slots.
+        let (index, _) = lot.insert(7);
+        assert_eq!(index, 1);
+        assert_eq!(lot.take(index), Some(7));
+        // The middle one leaves: all but slot 0 is cut off.
+        assert_eq!(lot.take_token(tokens[5_000]), Some(5_000));
+        assert_eq!(lot.slots.len(), 1);
+        assert!(lot.slots.capacity() <= 4 + SLOTS_KEPT);
+        // One slot left, holding a client: no empty slot to list.
+        assert!(lot.free.len() <= SLOTS_KEPT + 1);
+        // A slot made anew never takes a token of the one cut off before it.
+        let (again, generation) = lot.insert(9);
+        assert_eq!(again, 1);
+        assert!(!tokens.contains(&token_of(again, generation)));
+        assert_eq!(lot.take_token(tokens[1]), None);
+        // Stale free entries (slots 2.. were cut off) never hand out a slot
+        // that holds a client: fill slots made anew, then more.
+        let later: Vec<(u32, u32)> = (0..100).map(|i| lot.insert(100 + i)).collect();
+        let mut indexes: Vec<u32> = later.iter().map(|(index, _)| *index).collect();
+        indexes.sort_unstable();
+        indexes.dedup();
+        assert_eq!(indexes.len(), 100, "two clients in one slot");
+        assert_eq!(lot.parked, 102);
+        for (i, (index, generation)) in later.into_iter().enumerate() {
+            assert_eq!(
+                lot.take_token(token_of(index, generation)),
+                Some(100 + i as u32)
+            );
+        }
+        assert_eq!(lot.take_token(token_of(again, generation)), Some(9));
+        assert_eq!(lot.take_token(tokens[0]), Some(0));
+        assert!(lot.slots.is_empty());
         assert_eq!(lot.parked, 0);
     }
 
