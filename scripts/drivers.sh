@@ -344,13 +344,16 @@ done
 # the throwaway certificate, whose names are localhost and 127.0.0.1).
 tp_section "Over TLS: a Tidepool with --require-tls, clients with sslmode=verify-full"
 tp_tidepool_stop
-if make_certificate "$WORK_DIR/tls"; then
-    TIDEPOOL_PORT="$(tp_free_port)"
-    RUST_LOG="${RUST_LOG:-tidepool_core=debug}" tp_tidepool_start "$TIDEPOOL_BIN" "$TIDEPOOL_PORT" \
-        "$WORK_DIR/tidepool-tls.log" \
-        --upstream "postgres://$DRIVERS_USER:$DRIVERS_PASSWORD@127.0.0.1:$TP_PG_PORT/$DRIVERS_DB" \
-        --pool-size "$POOL_SIZE" --pool-mode transaction \
-        --tls-cert "$WORK_DIR/tls/cert.pem" --tls-key "$WORK_DIR/tls/key.pem" --require-tls
+TIDEPOOL_PORT="$(tp_free_port)"
+if ! make_certificate "$WORK_DIR/tls"; then
+    record FAIL "$(printf '%-15s openssl could not make a certificate' 'TLS pass')"
+elif ! RUST_LOG="${RUST_LOG:-tidepool_core=debug}" tp_tidepool_try_start "$TIDEPOOL_BIN" \
+    "$TIDEPOOL_PORT" "$WORK_DIR/tidepool-tls.log" \
+    --upstream "postgres://$DRIVERS_USER:$DRIVERS_PASSWORD@127.0.0.1:$TP_PG_PORT/$DRIVERS_DB" \
+    --pool-size "$POOL_SIZE" --pool-mode transaction \
+    --tls-cert "$WORK_DIR/tls/cert.pem" --tls-key "$WORK_DIR/tls/key.pem" --require-tls; then
+    record FAIL "$(printf '%-15s %s' 'TLS pass' "$TP_TIDEPOOL_FAILURE")"
+else
     echo "tidepool on 127.0.0.1:$TIDEPOOL_PORT: TLS required, pool size $POOL_SIZE, transaction mode"
     TLS_ENV=(PGSSLMODE=verify-full PGSSLROOTCERT="$WORK_DIR/tls/cert.pem"
         NODE_EXTRA_CA_CERTS="$WORK_DIR/tls/cert.pem")
@@ -364,8 +367,6 @@ if make_certificate "$WORK_DIR/tls"; then
         java "$WORK_DIR/pgjdbc-classes" "$JDBC_JAR"
     run_pgbench
     run_state_check listen
-else
-    record FAIL "$(printf '%-15s openssl could not make a certificate' 'TLS pass')"
 fi
 
 tp_section "Results"

@@ -301,19 +301,31 @@ tp_build_release() {
 # arguments after `--listen 127.0.0.1:PORT`. Sets TP_TIDEPOOL_PID and waits
 # (at most 15 s) until the port accepts TCP.
 tp_tidepool_start() {
+    tp_tidepool_try_start "$@" || tp_die "$TP_TIDEPOOL_FAILURE"
+}
+
+# tp_tidepool_start, but on failure it returns 1 with the reason in
+# TP_TIDEPOOL_FAILURE (the process stopped) instead of exiting.
+tp_tidepool_try_start() {
     local binary="$1" port="$2"
     TP_TIDEPOOL_LOG="$3"
     shift 3
-    [ -x "$binary" ] || tp_die "$binary not found; build it with cargo build --release"
+    if [ ! -x "$binary" ]; then
+        TP_TIDEPOOL_FAILURE="$binary not found; build it with cargo build --release"
+        return 1
+    fi
     "$binary" --listen "127.0.0.1:$port" "$@" >"$TP_TIDEPOOL_LOG" 2>&1 &
     TP_TIDEPOOL_PID=$!
     if ! tp_wait_port "$port" 15 "$TP_TIDEPOOL_PID"; then
         echo "--- tidepool log ($TP_TIDEPOOL_LOG) ---" >&2
         tail -n 40 "$TP_TIDEPOOL_LOG" >&2 || true
         if kill -0 "$TP_TIDEPOOL_PID" 2>/dev/null; then
-            tp_die "tidepool did not listen on 127.0.0.1:$port within 15 s"
+            TP_TIDEPOOL_FAILURE="tidepool did not listen on 127.0.0.1:$port within 15 s"
+        else
+            TP_TIDEPOOL_FAILURE="tidepool exited before listening on 127.0.0.1:$port"
         fi
-        tp_die "tidepool exited before listening on 127.0.0.1:$port"
+        tp_tidepool_stop
+        return 1
     fi
 }
 

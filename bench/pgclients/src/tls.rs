@@ -51,12 +51,14 @@ pub fn connector() -> TlsConnector {
     #[allow(deprecated)]
     let provider = Arc::new(ring::default_provider());
     let verifier = Arc::new(AnyCertificate(provider.clone()));
-    let config = rustls::ClientConfig::builder_with_provider(provider)
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .expect("ring supports the default TLS versions")
         .dangerous()
         .with_custom_certificate_verifier(verifier)
         .with_no_client_auth();
+    // libpq sends no server name to an IP address, which is what `--server` is.
+    config.enable_sni = false;
     TlsConnector::from(Arc::new(config))
 }
 
@@ -72,7 +74,7 @@ pub async fn start(mut tcp: TcpStream, connector: &TlsConnector) -> io::Result<C
             )))
         }
     }
-    // No SNI and no name check: any name does.
+    // Neither sent (no SNI) nor checked: any name does.
     let name = ServerName::try_from("localhost").expect("a valid name");
     let tls = connector.connect(name, tcp).await?;
     Ok(Conn::Tls(Box::new(tls)))

@@ -108,6 +108,11 @@ fn poll_tls_read_ready<D>(
         if !tls.wants_read() {
             return Poll::Ready(Ok(()));
         }
+        // An error tokio-rustls met after the bytes it returned is kept for its
+        // next read: rustls still has it, and a wait must not hide it.
+        if let Err(e) = tls.process_new_packets() {
+            return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, e)));
+        }
         std::task::ready!(tcp.poll_read_ready(cx))?;
         match tls.read_tls(&mut NowOrNever(tcp)) {
             // The end of the stream: the read that follows reports it.
@@ -200,5 +205,243 @@ impl AsyncWrite for Stream {
             Self::ServerTls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
             Self::ClientTls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// Long enough for loopback bytes to arrive; a wait that must end is given
+    /// [`SURELY`], one that must not is watched for [`A_WHILE`].
+    const A_WHILE: Duration = Duration::from_millis(200);
+    const SURELY: Duration = Duration::from_secs(10);
+
+    /// A server-side TLS stream as the pooler has it, and the client's end taken
+    /// apart (its socket, its rustls session) so a test writes records by hand.
+    async fn tls_pair() -> (Stream, TcpStream, rustls::ClientConnection) {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let cert = made.cert.der().clone();
+        let key =
+            rustls::pki_types::PrivateKeyDer::try_from(made.key_pair.serialize_der()).unwrap();
+        let server = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.clone()], key)
+            .unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert).unwrap();
+        let client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+        let accepted = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            acceptor.accept(tcp).await.unwrap()
+        });
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let connected = tokio_rustls::TlsConnector::from(Arc::new(client))
+            .connect(name, tcp)
+            .await
+            .unwrap();
+        let server_end = Stream::ServerTls(Box::new(accepted.await.unwrap()));
+        let (tcp, session) = connected.into_inner();
+        (server_end, tcp, session)
+    }
+
+    /// `data` as the client's TLS records.
+    fn records(session: &mut rustls::ClientConnection, data: &[u8]) -> Vec<u8> {
+        session.writer().write_all(data).unwrap();
+        pending_records(session)
+    }
+
+    fn pending_records(session: &mut rustls::ClientConnection) -> Vec<u8> {
+        let mut out = Vec::new();
+        while session.wants_write() {
+            session.write_tls(&mut out).unwrap();
+        }
+        out
+    }
+
+    async fn write_raw(tcp: &TcpStream, bytes: &[u8]) {
+        let mut written = 0;
+        while written < bytes.len() {
+            tcp.writable().await.unwrap();
+            match tcp.try_write(&bytes[written..]) {
+                Ok(n) => written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+
+    /// What `poll_read_ready` says within `limit`; `None` if it is still waiting.
+    async fn ready_within(stream: &mut Stream, limit: Duration) -> Option<io::Result<()>> {
+        let wait = std::future::poll_fn(|cx| stream.poll_read_ready(cx));
+        tokio::time::timeout(limit, wait).await.ok()
+    }
+
+    #[tokio::test]
+    async fn a_record_is_ready_only_once_whole() {
+        let (mut stream, tcp, mut session) = tls_pair().await;
+        // The server's session tickets, if any, are not the client's bytes.
+        assert!(ready_within(&mut stream, A_WHILE).await.is_none());
+        let query = records(&mut session, b"hello");
+        write_raw(&tcp, &query[..3]).await;
+        assert!(
+            ready_within(&mut stream, A_WHILE).await.is_none(),
+            "ready on 3 bytes"
+        );
+        write_raw(&tcp, &query[3..10]).await;
+        assert!(
+            ready_within(&mut stream, A_WHILE).await.is_none(),
+            "ready on 10 bytes"
+        );
+        write_raw(&tcp, &query[10..]).await;
+        assert!(matches!(
+            ready_within(&mut stream, SURELY).await,
+            Some(Ok(()))
+        ));
+        let mut read = [0u8; 5];
+        stream.read_exact(&mut read).await.unwrap();
+        assert_eq!(&read, b"hello");
+        assert!(ready_within(&mut stream, A_WHILE).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn bytes_left_in_the_session_are_ready_at_once() {
+        let (mut stream, tcp, mut session) = tls_pair().await;
+        let mut two = records(&mut session, b"abc");
+        two.extend(records(&mut session, b"def"));
+        write_raw(&tcp, &two).await;
+        assert!(matches!(
+            ready_within(&mut stream, SURELY).await,
+            Some(Ok(()))
+        ));
+        let mut read = [0u8; 2];
+        stream.read_exact(&mut read).await.unwrap();
+        // The socket has nothing more; the session does.
+        assert!(matches!(
+            ready_within(&mut stream, SURELY).await,
+            Some(Ok(()))
+        ));
+        let mut rest = [0u8; 4];
+        stream.read_exact(&mut rest).await.unwrap();
+        assert_eq!(&rest, b"cdef");
+        assert!(ready_within(&mut stream, A_WHILE).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_key_update_is_not_ready_and_is_answered() {
+        let (mut stream, tcp, mut session) = tls_pair().await;
+        session.refresh_traffic_keys().unwrap();
+        write_raw(&tcp, &pending_records(&mut session)).await;
+        assert!(
+            ready_within(&mut stream, A_WHILE).await.is_none(),
+            "ready on a key update"
+        );
+        let big = vec![7u8; 40_000];
+        for piece in records(&mut session, &big).chunks(1000) {
+            write_raw(&tcp, piece).await;
+        }
+        assert!(matches!(
+            ready_within(&mut stream, SURELY).await,
+            Some(Ok(()))
+        ));
+        let mut got = vec![0u8; big.len()];
+        stream.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, big);
+        // The answer goes out under the server's new keys, which the client takes.
+        stream.write_all(b"pong").await.unwrap();
+        stream.flush().await.unwrap();
+        let mut plain = Vec::new();
+        let mut raw = vec![0u8; 4096];
+        while plain.len() < 4 {
+            tcp.readable().await.unwrap();
+            let n = match tcp.try_read(&mut raw) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => panic!("{e}"),
+            };
+            assert!(n > 0, "the server closed");
+            session.read_tls(&mut &raw[..n]).unwrap();
+            session.process_new_packets().unwrap();
+            let mut some = [0u8; 64];
+            if let Ok(k) = std::io::Read::read(&mut session.reader(), &mut some) {
+                plain.extend_from_slice(&some[..k]);
+            }
+        }
+        assert_eq!(plain, b"pong");
+    }
+
+    /// A record that is not one (an application-data header, then bytes that
+    /// decrypt to nothing).
+    const BAD_RECORD: [u8; 25] = [
+        23, 3, 3, 0, 20, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20,
+    ];
+
+    #[tokio::test]
+    async fn an_error_met_after_bytes_read_is_not_waited_on() {
+        let (mut stream, tcp, mut session) = tls_pair().await;
+        write_raw(&tcp, &records(&mut session, b"abc")).await;
+        assert!(matches!(
+            ready_within(&mut stream, SURELY).await,
+            Some(Ok(()))
+        ));
+        write_raw(&tcp, &BAD_RECORD).await;
+        tokio::time::sleep(A_WHILE).await;
+        // tokio-rustls returns the bytes and keeps the error for its next read.
+        let mut read = [0u8; 100];
+        assert_eq!(stream.read(&mut read).await.unwrap(), 3);
+        assert!(matches!(
+            ready_within(&mut stream, SURELY).await,
+            Some(Err(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn close_notify_end_of_stream_and_garbage_end_the_wait() {
+        let (mut stream, tcp, mut session) = tls_pair().await;
+        session.send_close_notify();
+        write_raw(&tcp, &pending_records(&mut session)).await;
+        assert!(matches!(
+            ready_within(&mut stream, SURELY).await,
+            Some(Ok(()))
+        ));
+        let mut read = [0u8; 5];
+        assert_eq!(stream.read(&mut read).await.unwrap(), 0);
+
+        let (mut stream, tcp, _session) = tls_pair().await;
+        // What the server sent (its session tickets) is read first: a socket
+        // closed with unread bytes is reset, not ended.
+        tokio::time::sleep(A_WHILE).await;
+        let _ = tcp.try_read(&mut [0u8; 16 * 1024]);
+        drop(tcp);
+        assert!(matches!(
+            ready_within(&mut stream, SURELY).await,
+            Some(Ok(()))
+        ));
+        let eof = stream.read(&mut read).await.unwrap_err();
+        assert_eq!(eof.kind(), io::ErrorKind::UnexpectedEof);
+
+        let (mut stream, tcp, _session) = tls_pair().await;
+        write_raw(&tcp, &BAD_RECORD).await;
+        assert!(matches!(
+            ready_within(&mut stream, SURELY).await,
+            Some(Err(_))
+        ));
     }
 }
