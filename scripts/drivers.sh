@@ -11,10 +11,9 @@
 # and `pgbench -M prepared -S`, samples the server connections the pooler
 # opens, and checks session state that outlives a transaction (LISTEN, a
 # session advisory lock, a TEMP table). Then the TLS pass: the same checks of
-# psycopg, asyncpg, node-postgres, postgres.js and pgjdbc, pgbench and the
-# LISTEN check, against a Tidepool started with --require-tls, every client
-# verifying its throwaway certificate (sslmode=verify-full). The Rust drivers
-# are built without TLS and are not in it.
+# every driver, pgbench and the LISTEN check, against a Tidepool started with
+# --require-tls, every client verifying its throwaway certificate
+# (sslmode=verify-full).
 #
 # Prints one line per check and last `N passed, M failed`; exits non-zero if
 # any check failed.
@@ -134,15 +133,22 @@ print_versions() {
     "$PGBENCH" --version
 }
 
-# Writes a throwaway self-signed certificate for localhost and 127.0.0.1 (and
-# its key) into directory $1, installing openssl if it is missing.
+# Writes a throwaway certificate authority (ca.pem) and a server certificate
+# it signed for localhost and 127.0.0.1 (cert.pem, key.pem) into directory $1,
+# installing openssl if it is missing. A CA and a leaf, as in production:
+# webpki (the Rust drivers' rustls) refuses a self-signed CA certificate as
+# the server's own.
 make_certificate() {
     local dir="$1"
     mkdir -p "$dir"
     command -v openssl >/dev/null 2>&1 || apt_install openssl || return 1
-    openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost \
-        -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
-        -keyout "$dir/key.pem" -out "$dir/cert.pem" >/dev/null 2>&1
+    printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n' >"$dir/leaf.ext"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=Tidepool drivers test CA" \
+        -keyout "$dir/ca.key" -out "$dir/ca.pem" >/dev/null 2>&1 &&
+        openssl req -newkey rsa:2048 -nodes -subj /CN=localhost \
+            -keyout "$dir/key.pem" -out "$dir/cert.csr" >/dev/null 2>&1 &&
+        openssl x509 -req -in "$dir/cert.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" \
+            -CAcreateserial -days 2 -extfile "$dir/leaf.ext" -out "$dir/cert.pem" >/dev/null 2>&1
 }
 
 # Runs an install step; on failure marks the drivers that need it broken.
@@ -341,7 +347,7 @@ done
 
 # The TLS pass: a Tidepool that refuses clients without TLS (so a pass is a
 # pass over TLS), and clients that check its certificate (verify-full against
-# the throwaway certificate, whose names are localhost and 127.0.0.1).
+# the throwaway CA; the certificate names localhost and 127.0.0.1).
 tp_section "Over TLS: a Tidepool with --require-tls, clients with sslmode=verify-full"
 tp_tidepool_stop
 TIDEPOOL_PORT="$(tp_free_port)"
@@ -355,8 +361,8 @@ elif ! RUST_LOG="${RUST_LOG:-tidepool_core=debug}" tp_tidepool_try_start "$TIDEP
     record FAIL "$(printf '%-15s %s' 'TLS pass' "$TP_TIDEPOOL_FAILURE")"
 else
     echo "tidepool on 127.0.0.1:$TIDEPOOL_PORT: TLS required, pool size $POOL_SIZE, transaction mode"
-    TLS_ENV=(PGSSLMODE=verify-full PGSSLROOTCERT="$WORK_DIR/tls/cert.pem"
-        NODE_EXTRA_CA_CERTS="$WORK_DIR/tls/cert.pem")
+    TLS_ENV=(PGSSLMODE=verify-full PGSSLROOTCERT="$WORK_DIR/tls/ca.pem"
+        NODE_EXTRA_CA_CERTS="$WORK_DIR/tls/ca.pem")
     PASS_SUFFIX="-tls"
     run_driver psycopg "$VENV/bin/python" "$DRIVERS_DIR/python/psycopg_check.py"
     run_driver asyncpg "$VENV/bin/python" "$DRIVERS_DIR/python/asyncpg_check.py"
@@ -365,6 +371,8 @@ else
     # shellcheck disable=SC2016 # expanded by the inner bash, from its arguments
     run_driver pgjdbc bash -c 'exec java -cp "$1:$2" DriverCheck' \
         java "$WORK_DIR/pgjdbc-classes" "$JDBC_JAR"
+    run_driver sqlx "$RUST_TARGET/debug/tidepool-driver-tests" sqlx
+    run_driver tokio-postgres "$RUST_TARGET/debug/tidepool-driver-tests" tokio-postgres
     run_pgbench
     run_state_check listen
 fi
