@@ -130,14 +130,10 @@ impl Pooler {
     /// A raw client over TLS, logged in as `user` to `postgres`.
     async fn tls_login(&self, user: &str) -> WireClient {
         let cert = self.cert.as_deref().expect("started with Listener::Tls");
-        let mut client = WireClient::connect_tls(self.port(), cert, "localhost").await;
-        client
-            .startup(PROTOCOL_3_0, &[("user", user), ("database", "postgres")])
-            .await;
-        if let Err(e) = client.authenticate(PASSWORD).await {
-            panic!("TLS login as {user} failed: {e:?}");
-        }
-        client
+        WireClient::connect_tls(self.port(), cert, "localhost")
+            .await
+            .logged_in(user, PASSWORD)
+            .await
     }
 }
 

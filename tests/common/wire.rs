@@ -259,14 +259,21 @@ impl WireClient {
     /// Connects and logs in as `user` to database `postgres` with protocol 3.0;
     /// panics if the login fails.
     pub async fn login(port: u16, user: &str, password: &str) -> WireClient {
-        let mut client = WireClient::connect(port).await;
-        client
-            .startup(PROTOCOL_3_0, &[("user", user), ("database", "postgres")])
+        WireClient::connect(port)
+            .await
+            .logged_in(user, password)
+            .await
+    }
+
+    /// This connection, just opened, logged in as `user` to database
+    /// `postgres` with protocol 3.0; panics if the login fails.
+    pub async fn logged_in(mut self, user: &str, password: &str) -> WireClient {
+        self.startup(PROTOCOL_3_0, &[("user", user), ("database", "postgres")])
             .await;
-        if let Err(e) = client.authenticate(password).await {
-            panic!("login as {user} on port {port} failed: {e:?}");
+        if let Err(e) = self.authenticate(password).await {
+            panic!("login as {user} failed: {e:?}");
         }
-        client
+        self
     }
 
     /// Sends a StartupMessage for protocol `version` with `params` (which

@@ -104,14 +104,15 @@ fn poll_tls_read_ready<D>(
     tls: &mut rustls::ConnectionCommon<D>,
     cx: &mut Context<'_>,
 ) -> Poll<io::Result<()>> {
+    // An error tokio-rustls met after the bytes it returned is kept for its next
+    // read: rustls still has it, and a wait must not hide it. (Later errors are
+    // seen where records are processed, below.)
+    if let Err(e) = tls.process_new_packets() {
+        return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, e)));
+    }
     loop {
         if !tls.wants_read() {
             return Poll::Ready(Ok(()));
-        }
-        // An error tokio-rustls met after the bytes it returned is kept for its
-        // next read: rustls still has it, and a wait must not hide it.
-        if let Err(e) = tls.process_new_packets() {
-            return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, e)));
         }
         std::task::ready!(tcp.poll_read_ready(cx))?;
         match tls.read_tls(&mut NowOrNever(tcp)) {
@@ -294,31 +295,36 @@ mod tests {
         tokio::time::timeout(limit, wait).await.ok()
     }
 
+    async fn assert_ready(stream: &mut Stream) {
+        let ready = ready_within(stream, SURELY).await;
+        assert!(matches!(ready, Some(Ok(()))), "{ready:?}");
+    }
+
+    async fn assert_failed(stream: &mut Stream) {
+        let ready = ready_within(stream, SURELY).await;
+        assert!(matches!(ready, Some(Err(_))), "{ready:?}");
+    }
+
+    async fn assert_waiting(stream: &mut Stream, why: &str) {
+        let ready = ready_within(stream, A_WHILE).await;
+        assert!(ready.is_none(), "{why}: {ready:?}");
+    }
+
     #[tokio::test]
     async fn a_record_is_ready_only_once_whole() {
         let (mut stream, tcp, mut session) = tls_pair().await;
-        // The server's session tickets, if any, are not the client's bytes.
-        assert!(ready_within(&mut stream, A_WHILE).await.is_none());
+        assert_waiting(&mut stream, "ready on the server's own session tickets").await;
         let query = records(&mut session, b"hello");
         write_raw(&tcp, &query[..3]).await;
-        assert!(
-            ready_within(&mut stream, A_WHILE).await.is_none(),
-            "ready on 3 bytes"
-        );
+        assert_waiting(&mut stream, "ready on 3 bytes").await;
         write_raw(&tcp, &query[3..10]).await;
-        assert!(
-            ready_within(&mut stream, A_WHILE).await.is_none(),
-            "ready on 10 bytes"
-        );
+        assert_waiting(&mut stream, "ready on 10 bytes").await;
         write_raw(&tcp, &query[10..]).await;
-        assert!(matches!(
-            ready_within(&mut stream, SURELY).await,
-            Some(Ok(()))
-        ));
+        assert_ready(&mut stream).await;
         let mut read = [0u8; 5];
         stream.read_exact(&mut read).await.unwrap();
         assert_eq!(&read, b"hello");
-        assert!(ready_within(&mut stream, A_WHILE).await.is_none());
+        assert_waiting(&mut stream, "ready with everything read").await;
     }
 
     #[tokio::test]
@@ -327,21 +333,15 @@ mod tests {
         let mut two = records(&mut session, b"abc");
         two.extend(records(&mut session, b"def"));
         write_raw(&tcp, &two).await;
-        assert!(matches!(
-            ready_within(&mut stream, SURELY).await,
-            Some(Ok(()))
-        ));
+        assert_ready(&mut stream).await;
         let mut read = [0u8; 2];
         stream.read_exact(&mut read).await.unwrap();
         // The socket has nothing more; the session does.
-        assert!(matches!(
-            ready_within(&mut stream, SURELY).await,
-            Some(Ok(()))
-        ));
+        assert_ready(&mut stream).await;
         let mut rest = [0u8; 4];
         stream.read_exact(&mut rest).await.unwrap();
         assert_eq!(&rest, b"cdef");
-        assert!(ready_within(&mut stream, A_WHILE).await.is_none());
+        assert_waiting(&mut stream, "ready with everything read").await;
     }
 
     #[tokio::test]
@@ -349,18 +349,12 @@ mod tests {
         let (mut stream, tcp, mut session) = tls_pair().await;
         session.refresh_traffic_keys().unwrap();
         write_raw(&tcp, &pending_records(&mut session)).await;
-        assert!(
-            ready_within(&mut stream, A_WHILE).await.is_none(),
-            "ready on a key update"
-        );
+        assert_waiting(&mut stream, "ready on a key update").await;
         let big = vec![7u8; 40_000];
         for piece in records(&mut session, &big).chunks(1000) {
             write_raw(&tcp, piece).await;
         }
-        assert!(matches!(
-            ready_within(&mut stream, SURELY).await,
-            Some(Ok(()))
-        ));
+        assert_ready(&mut stream).await;
         let mut got = vec![0u8; big.len()];
         stream.read_exact(&mut got).await.unwrap();
         assert_eq!(got, big);
@@ -397,19 +391,13 @@ mod tests {
     async fn an_error_met_after_bytes_read_is_not_waited_on() {
         let (mut stream, tcp, mut session) = tls_pair().await;
         write_raw(&tcp, &records(&mut session, b"abc")).await;
-        assert!(matches!(
-            ready_within(&mut stream, SURELY).await,
-            Some(Ok(()))
-        ));
+        assert_ready(&mut stream).await;
         write_raw(&tcp, &BAD_RECORD).await;
         tokio::time::sleep(A_WHILE).await;
         // tokio-rustls returns the bytes and keeps the error for its next read.
         let mut read = [0u8; 100];
         assert_eq!(stream.read(&mut read).await.unwrap(), 3);
-        assert!(matches!(
-            ready_within(&mut stream, SURELY).await,
-            Some(Err(_))
-        ));
+        assert_failed(&mut stream).await;
     }
 
     #[tokio::test]
@@ -417,10 +405,7 @@ mod tests {
         let (mut stream, tcp, mut session) = tls_pair().await;
         session.send_close_notify();
         write_raw(&tcp, &pending_records(&mut session)).await;
-        assert!(matches!(
-            ready_within(&mut stream, SURELY).await,
-            Some(Ok(()))
-        ));
+        assert_ready(&mut stream).await;
         let mut read = [0u8; 5];
         assert_eq!(stream.read(&mut read).await.unwrap(), 0);
 
@@ -430,18 +415,12 @@ mod tests {
         tokio::time::sleep(A_WHILE).await;
         let _ = tcp.try_read(&mut [0u8; 16 * 1024]);
         drop(tcp);
-        assert!(matches!(
-            ready_within(&mut stream, SURELY).await,
-            Some(Ok(()))
-        ));
+        assert_ready(&mut stream).await;
         let eof = stream.read(&mut read).await.unwrap_err();
         assert_eq!(eof.kind(), io::ErrorKind::UnexpectedEof);
 
         let (mut stream, tcp, _session) = tls_pair().await;
         write_raw(&tcp, &BAD_RECORD).await;
-        assert!(matches!(
-            ready_within(&mut stream, SURELY).await,
-            Some(Err(_))
-        ));
+        assert_failed(&mut stream).await;
     }
 }
