@@ -281,6 +281,21 @@ run_state_check() {
     fi
 }
 
+# Every driver's checks and pgbench, against $TIDEPOOL_PORT (pgjdbc's check is
+# compiled into $WORK_DIR/pgjdbc-classes; again in the TLS pass, harmlessly).
+run_every_driver() {
+    run_driver psycopg "$VENV/bin/python" "$DRIVERS_DIR/python/psycopg_check.py"
+    run_driver asyncpg "$VENV/bin/python" "$DRIVERS_DIR/python/asyncpg_check.py"
+    run_driver node-postgres node "$DRIVERS_DIR/node/pg_check.js"
+    run_driver postgres.js node "$DRIVERS_DIR/node/postgresjs_check.js"
+    # shellcheck disable=SC2016 # expanded by the inner bash, from its arguments
+    run_driver pgjdbc bash -c 'javac -d "$1" -cp "$2" "$3" && exec java -cp "$1:$2" DriverCheck' \
+        javac "$WORK_DIR/pgjdbc-classes" "$JDBC_JAR" "$DRIVERS_DIR/pgjdbc/DriverCheck.java"
+    run_driver sqlx "$RUST_TARGET/debug/tidepool-driver-tests" sqlx
+    run_driver tokio-postgres "$RUST_TARGET/debug/tidepool-driver-tests" tokio-postgres
+    run_pgbench
+}
+
 tp_section "Install missing drivers"
 STARTED=$SECONDS
 tp_ensure_postgres
@@ -316,16 +331,7 @@ SAMPLES="$WORK_DIR/backends.samples"
 sample_backends "$SAMPLES" &
 SAMPLER_PID=$!
 
-run_driver psycopg "$VENV/bin/python" "$DRIVERS_DIR/python/psycopg_check.py"
-run_driver asyncpg "$VENV/bin/python" "$DRIVERS_DIR/python/asyncpg_check.py"
-run_driver node-postgres node "$DRIVERS_DIR/node/pg_check.js"
-run_driver postgres.js node "$DRIVERS_DIR/node/postgresjs_check.js"
-# shellcheck disable=SC2016 # expanded by the inner bash, from its arguments
-run_driver pgjdbc bash -c 'javac -d "$1" -cp "$2" "$3" && exec java -cp "$1:$2" DriverCheck' \
-    javac "$WORK_DIR/pgjdbc-classes" "$JDBC_JAR" "$DRIVERS_DIR/pgjdbc/DriverCheck.java"
-run_driver sqlx "$RUST_TARGET/debug/tidepool-driver-tests" sqlx
-run_driver tokio-postgres "$RUST_TARGET/debug/tidepool-driver-tests" tokio-postgres
-run_pgbench
+run_every_driver
 
 kill "$SAMPLER_PID" 2>/dev/null || true
 wait "$SAMPLER_PID" 2>/dev/null || true
@@ -364,16 +370,7 @@ else
     TLS_ENV=(PGSSLMODE=verify-full PGSSLROOTCERT="$WORK_DIR/tls/ca.pem"
         NODE_EXTRA_CA_CERTS="$WORK_DIR/tls/ca.pem")
     PASS_SUFFIX="-tls"
-    run_driver psycopg "$VENV/bin/python" "$DRIVERS_DIR/python/psycopg_check.py"
-    run_driver asyncpg "$VENV/bin/python" "$DRIVERS_DIR/python/asyncpg_check.py"
-    run_driver node-postgres node "$DRIVERS_DIR/node/pg_check.js"
-    run_driver postgres.js node "$DRIVERS_DIR/node/postgresjs_check.js"
-    # shellcheck disable=SC2016 # expanded by the inner bash, from its arguments
-    run_driver pgjdbc bash -c 'exec java -cp "$1:$2" DriverCheck' \
-        java "$WORK_DIR/pgjdbc-classes" "$JDBC_JAR"
-    run_driver sqlx "$RUST_TARGET/debug/tidepool-driver-tests" sqlx
-    run_driver tokio-postgres "$RUST_TARGET/debug/tidepool-driver-tests" tokio-postgres
-    run_pgbench
+    run_every_driver
     run_state_check listen
 fi
 
