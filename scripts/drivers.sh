@@ -13,7 +13,9 @@
 # session advisory lock, a TEMP table). Then the TLS pass: the same checks of
 # every driver, pgbench and the LISTEN check, against a Tidepool started with
 # --require-tls, every client verifying its throwaway certificate
-# (sslmode=verify-full).
+# (sslmode=verify-full). Last the Unix-socket pass: every driver that can reach
+# a Unix socket (all but pgjdbc), pgbench and the LISTEN check, with PGHOST set
+# to the directory of a Tidepool started with --unix-socket-dir.
 #
 # Prints one line per check and last `N passed, M failed`; exits non-zero if
 # any check failed.
@@ -36,8 +38,9 @@ readonly RUST_TARGET="$DRIVERS_DIR/rust/target"
 readonly JDBC_JAR=/usr/share/java/postgresql.jar
 
 WORK_DIR=""
-# Extra environment of every run: the TLS settings in the TLS pass.
-TLS_ENV=()
+# Extra environment of every run: the TLS settings in the TLS pass, the socket
+# directory in the Unix-socket pass.
+PASS_ENV=()
 # Appended to each result's name in the TLS pass.
 PASS_SUFFIX=""
 SAMPLER_PID=""
@@ -186,7 +189,7 @@ run_bounded() {
     env -u PGSERVICE -u PGSERVICEFILE -u PGOPTIONS -u PGSSLMODE -u PGSSLROOTCERT \
         PGHOST=127.0.0.1 PGPORT="$TIDEPOOL_PORT" PGUSER="$DRIVERS_USER" \
         PGPASSWORD="$DRIVERS_PASSWORD" PGDATABASE="$DRIVERS_DB" PGCONNECT_TIMEOUT=10 \
-        "${TLS_ENV[@]}" timeout --kill-after=10 "$RUN_TIMEOUT" "$@" >"$output" 2>&1 &
+        "${PASS_ENV[@]}" timeout --kill-after=10 "$RUN_TIMEOUT" "$@" >"$output" 2>&1 &
     RUN_PID=$!
     wait "$RUN_PID" || status=$?
     RUN_PID=""
@@ -288,9 +291,12 @@ run_every_driver() {
     run_driver asyncpg "$VENV/bin/python" "$DRIVERS_DIR/python/asyncpg_check.py"
     run_driver node-postgres node "$DRIVERS_DIR/node/pg_check.js"
     run_driver postgres.js node "$DRIVERS_DIR/node/postgresjs_check.js"
-    # shellcheck disable=SC2016 # expanded by the inner bash, from its arguments
-    run_driver pgjdbc bash -c 'javac -d "$1" -cp "$2" "$3" && exec java -cp "$1:$2" DriverCheck' \
-        javac "$WORK_DIR/pgjdbc-classes" "$JDBC_JAR" "$DRIVERS_DIR/pgjdbc/DriverCheck.java"
+    # pgjdbc reaches no Unix socket by itself (it needs junixsocket).
+    if [ "$PASS_SUFFIX" != -unix ]; then
+        # shellcheck disable=SC2016 # expanded by the inner bash, from its arguments
+        run_driver pgjdbc bash -c 'javac -d "$1" -cp "$2" "$3" && exec java -cp "$1:$2" DriverCheck' \
+            javac "$WORK_DIR/pgjdbc-classes" "$JDBC_JAR" "$DRIVERS_DIR/pgjdbc/DriverCheck.java"
+    fi
     run_driver sqlx "$RUST_TARGET/debug/tidepool-driver-tests" sqlx
     run_driver tokio-postgres "$RUST_TARGET/debug/tidepool-driver-tests" tokio-postgres
     run_pgbench
@@ -367,11 +373,42 @@ elif ! RUST_LOG="${RUST_LOG:-tidepool_core=debug}" tp_tidepool_try_start "$TIDEP
     record FAIL "$(printf '%-15s %s' 'TLS pass' "$TP_TIDEPOOL_FAILURE")"
 else
     echo "tidepool on 127.0.0.1:$TIDEPOOL_PORT: TLS required, pool size $POOL_SIZE, transaction mode"
-    TLS_ENV=(PGSSLMODE=verify-full PGSSLROOTCERT="$WORK_DIR/tls/ca.pem"
+    PASS_ENV=(PGSSLMODE=verify-full PGSSLROOTCERT="$WORK_DIR/tls/ca.pem"
         NODE_EXTRA_CA_CERTS="$WORK_DIR/tls/ca.pem")
     PASS_SUFFIX="-tls"
     run_every_driver
     run_state_check listen
+fi
+
+# The Unix-socket pass: clients find Tidepool's socket file from a directory and
+# a port, as they find Postgres's.
+tp_section "Over Tidepool's Unix socket: a Tidepool with --unix-socket-dir, PGHOST the directory"
+tp_tidepool_stop
+TIDEPOOL_PORT="$(tp_free_port)"
+SOCKET_DIR="$WORK_DIR/socket"
+mkdir -p "$SOCKET_DIR"
+PASS_ENV=()
+# Debug logging whatever RUST_LOG says: each login's line names its transport.
+if ! RUST_LOG=tidepool_core=debug tp_tidepool_try_start "$TIDEPOOL_BIN" \
+    "$TIDEPOOL_PORT" "$WORK_DIR/tidepool-unix.log" \
+    --upstream "postgres://$DRIVERS_USER:$DRIVERS_PASSWORD@127.0.0.1:$TP_PG_PORT/$DRIVERS_DB" \
+    --pool-size "$POOL_SIZE" --pool-mode transaction --unix-socket-dir "$SOCKET_DIR"; then
+    record FAIL "$(printf '%-15s %s' 'Unix pass' "$TP_TIDEPOOL_FAILURE")"
+else
+    echo "tidepool on $SOCKET_DIR/.s.PGSQL.$TIDEPOOL_PORT: pool size $POOL_SIZE, transaction mode"
+    PASS_ENV=(PGHOST="$SOCKET_DIR")
+    PASS_SUFFIX="-unix"
+    run_every_driver
+    run_state_check listen
+    # A driver that ignored the directory would have reached the TCP port.
+    unix_logins="$(grep 'client logged in' "$WORK_DIR/tidepool-unix.log" | grep -c 'peer=unix' || true)"
+    tcp_logins="$(grep 'client logged in' "$WORK_DIR/tidepool-unix.log" | grep -vc 'peer=unix' || true)"
+    if [ "$unix_logins" -gt 0 ] && [ "$tcp_logins" -eq 0 ]; then
+        record PASS "$(printf '%-15s %s logins, all through the socket file' 'unix transport' "$unix_logins")"
+    else
+        record FAIL "$(printf '%-15s %s logins through the socket file, %s over TCP' 'unix transport' \
+            "$unix_logins" "$tcp_logins")"
+    fi
 fi
 
 tp_section "Results"

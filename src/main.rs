@@ -39,6 +39,12 @@ struct Args {
     #[arg(long)]
     listen: Option<String>,
 
+    /// Directory for a Unix socket clients may connect to as well, named as
+    /// Postgres names its own: DIR/.s.PGSQL.PORT (overrides the file's
+    /// server.unix_socket_dir).
+    #[arg(long, value_name = "DIR")]
+    unix_socket_dir: Option<String>,
+
     /// Single-upstream mode: server connections in the pool [default: 20].
     #[arg(long, conflicts_with = "config")]
     pool_size: Option<u32>,
@@ -127,6 +133,9 @@ fn load(args: &Args) -> anyhow::Result<Config> {
     };
     if let Some(listen) = &args.listen {
         raw.server.listen = Some(listen.clone());
+    }
+    if let Some(dir) = &args.unix_socket_dir {
+        raw.server.unix_socket_dir = Some(dir.clone());
     }
     if let Some(format) = &args.log_format {
         raw.server.log_format = Some(format.clone());

@@ -44,10 +44,11 @@ pub enum ClientError {
     TenantFull { tenant: String },
     #[error("too many client connections for user \"{user}\" of tenant \"{tenant}\"")]
     UserFull { tenant: String, user: String },
-    #[error("connections from {addr} are not allowed for tenant \"{tenant}\"")]
+    #[error("connections from {from} are not allowed for tenant \"{tenant}\"")]
     AddressNotAllowed {
         tenant: String,
-        addr: std::net::IpAddr,
+        /// The client's IP address, or the Unix socket.
+        from: String,
     },
     #[error("tenant \"{tenant}\" requires an SSL connection (sslmode=require)")]
     SslRequired { tenant: String },

@@ -2,16 +2,18 @@
 //! server on the same machine) a Unix-domain socket.
 
 use std::io;
+use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 
 /// A client or server connection, with or without TLS.
 pub enum Stream {
     Plain(TcpStream),
-    /// A server's Unix-domain socket (never TLS, as with libpq).
+    /// A Unix-domain socket: a client of the pooler's socket file, or a server on
+    /// the same machine. Never TLS, as with libpq.
     Unix(UnixStream),
     ServerTls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
     ClientTls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
@@ -65,6 +67,28 @@ impl Stream {
         }
     }
 
+    /// Takes a plain TCP or Unix socket out of the reactor that watches it (one
+    /// `epoll_ctl` call); `Err` gives a TLS stream back untouched.
+    pub fn into_bare(self) -> Result<io::Result<Bare>, Self> {
+        match self {
+            Self::Plain(s) => Ok(s.into_std().map(Bare::Tcp)),
+            Self::Unix(s) => Ok(s.into_std().map(Bare::Unix)),
+            tls => Err(tls),
+        }
+    }
+
+    /// Without blocking: the bytes waiting on a plain TCP or Unix socket, left
+    /// there for the next read. `WouldBlock` when there are none, and over TLS.
+    /// Costs no system call while the reactor has not seen the socket become
+    /// readable.
+    pub fn try_peek(&self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Self::Plain(s) => s.try_io(Interest::READABLE, || peek_fd(s.as_raw_fd(), buf)),
+            Self::Unix(s) => s.try_io(Interest::READABLE, || peek_fd(s.as_raw_fd(), buf)),
+            Self::ServerTls(_) | Self::ClientTls(_) => Err(io::ErrorKind::WouldBlock.into()),
+        }
+    }
+
     /// Best effort and without blocking: writes what the socket takes of `bytes`
     /// now (a Terminate before closing; five bytes fit an idle socket). Nothing
     /// over TLS.
@@ -94,6 +118,58 @@ impl Stream {
             }
         }
     }
+}
+
+/// A plain TCP or Unix socket outside any reactor: a parked client, or one on
+/// its way to another thread's reactor.
+#[derive(Debug)]
+pub enum Bare {
+    Tcp(std::net::TcpStream),
+    Unix(std::os::unix::net::UnixStream),
+}
+
+impl Bare {
+    /// Registers the socket with this thread's reactor (one `epoll_ctl` call).
+    pub fn into_stream(self) -> io::Result<Stream> {
+        match self {
+            Self::Tcp(s) => TcpStream::from_std(s).map(Stream::Plain),
+            Self::Unix(s) => UnixStream::from_std(s).map(Stream::Unix),
+        }
+    }
+
+    /// Without blocking (the socket is non-blocking): the bytes waiting, left
+    /// there for the next read.
+    pub fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
+        peek_fd(self.as_raw_fd(), buf)
+    }
+}
+
+impl AsRawFd for Bare {
+    fn as_raw_fd(&self) -> RawFd {
+        match self {
+            Self::Tcp(s) => s.as_raw_fd(),
+            Self::Unix(s) => s.as_raw_fd(),
+        }
+    }
+}
+
+/// `recv` with `MSG_PEEK` on a socket of either family (the standard library
+/// peeks only on TCP).
+fn peek_fd(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the whole call,
+    // and `recv` writes at most that many; `fd` is borrowed from a live socket.
+    let n = unsafe {
+        libc::recv(
+            fd,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n.unsigned_abs())
 }
 
 /// [`Stream::poll_read_ready`] over TLS: ready once `tls` holds plaintext, has

@@ -49,7 +49,16 @@ impl Target {
         })
     }
 
+    /// As a URL; a host that is a directory (a Unix socket's, as libpq reads
+    /// PGHOST) goes in the `host` parameter, which sqlx reads as a socket
+    /// directory.
     pub fn url(&self) -> String {
+        if self.host.starts_with('/') {
+            return format!(
+                "postgres://{}:{}@localhost:{}/{}?host={}",
+                self.user, self.password, self.port, self.database, self.host
+            );
+        }
         format!(
             "postgres://{}:{}@{}:{}/{}",
             self.user, self.password, self.host, self.port, self.database

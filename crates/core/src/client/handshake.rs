@@ -6,7 +6,6 @@ use bytes::BytesMut;
 use pgwire::startup::{StartupPacket, StartupParams};
 use pgwire::WireError;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 
 use crate::app::App;
 use crate::error::ClientError;
@@ -47,10 +46,9 @@ impl From<WireError> for HandshakeError {
 /// Reads startup packets until a StartupMessage or CancelRequest.
 pub async fn open(
     app: &App,
-    tcp: TcpStream,
+    mut stream: Stream,
     buf: &mut BytesMut,
 ) -> Result<Opening, HandshakeError> {
-    let mut stream = Stream::Plain(tcp);
     // A client may ask for each kind of encryption once, in either order (libpq
     // tries GSSAPI first when it has Kerberos credentials), and never after TLS.
     let mut ssl_asked = false;
@@ -81,10 +79,6 @@ pub async fn open(
             StartupPacket::SslRequest => {
                 ssl_asked = true;
                 stream = match (stream, app.tls_acceptor()) {
-                    (Stream::Plain(mut tcp), None) => {
-                        tcp.write_all(b"N").await?;
-                        Stream::Plain(tcp)
-                    }
                     (Stream::Plain(mut tcp), Some(acceptor)) => {
                         if !buf.is_empty() {
                             // Bytes sent before the handshake could have been injected
@@ -95,7 +89,11 @@ pub async fn open(
                         let tls = acceptor.accept(tcp).await.map_err(HandshakeError::Tls)?;
                         Stream::ServerTls(Box::new(tls))
                     }
-                    (tls, _) => tls,
+                    // No TLS offered, or a Unix socket (as Postgres: TLS only on TCP).
+                    (mut plain, _) => {
+                        plain.write_all(b"N").await?;
+                        plain
+                    }
                 };
             }
             StartupPacket::CancelRequest { process_id, secret } => {

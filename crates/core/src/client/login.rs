@@ -2,13 +2,11 @@
 //! the server parameters it must see (from a real server, even on a cold pool), its
 //! cancel key, and the login answer ending with ReadyForQuery.
 
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use bytes::BytesMut;
 use pgwire::{backend, TransactionStatus};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::auth::{authenticate, AuthFailure};
@@ -20,6 +18,7 @@ use crate::app::App;
 use crate::config::{AuthMethod, PoolMode, StoredPassword, Tenant, User};
 use crate::error::ClientError;
 use crate::framed::send;
+use crate::listener::Peer;
 use crate::params::{ParamValues, SessionSettings, StartupSettings};
 use crate::router::route;
 use crate::server::connect::ConnectError;
@@ -33,17 +32,19 @@ use crate::tenants::AdmitError;
 const UNKNOWN_USER: &str = "(unknown)";
 
 /// Tenant rules checked before authentication: TLS required, client address.
-fn admissible(tenant: &Tenant, stream: &Stream, peer: SocketAddr) -> Result<(), ClientError> {
-    if tenant.enforce_ssl && !stream.is_tls() {
+/// A client of the Unix socket needs no TLS (it never leaves the machine, and
+/// libpq does not offer TLS over a Unix socket), as with PgBouncer and Postgres.
+fn admissible(tenant: &Tenant, stream: &Stream, peer: Peer) -> Result<(), ClientError> {
+    if tenant.enforce_ssl && !stream.is_tls() && !matches!(peer, Peer::Unix) {
         return Err(ClientError::SslRequired {
             tenant: tenant.id.clone(),
         });
     }
     if let Some(list) = &tenant.allow_list {
-        if !list.allows(peer.ip()) {
+        if !peer.allowed_by(list) {
             return Err(ClientError::AddressNotAllowed {
                 tenant: tenant.id.clone(),
-                addr: peer.ip(),
+                from: peer.source(),
             });
         }
     }
@@ -73,13 +74,15 @@ pub(super) async fn send_fatal(stream: &mut Stream, err: &ClientError) {
 /// way to the client before the client reads it.
 fn discard_pending_input(stream: &Stream) {
     const MAX_DISCARD: usize = 256 * 1024;
-    let Stream::Plain(tcp) = stream else {
-        return;
-    };
     let mut scratch = [0u8; 4096];
     let mut dropped = 0;
     while dropped < MAX_DISCARD {
-        match tcp.try_read(&mut scratch) {
+        let read = match stream {
+            Stream::Plain(tcp) => tcp.try_read(&mut scratch),
+            Stream::Unix(unix) => unix.try_read(&mut scratch),
+            Stream::ServerTls(_) | Stream::ClientTls(_) => return,
+        };
+        match read {
             Ok(0) | Err(_) => break,
             Ok(n) => dropped += n,
         }
@@ -152,14 +155,14 @@ pub(super) async fn apply_params(
 
 pub(super) async fn login(
     app: &Arc<App>,
-    tcp: TcpStream,
-    peer: SocketAddr,
+    stream: Stream,
+    peer: Peer,
 ) -> Option<(Session, Option<Box<Lease>>)> {
     let config = app.config();
     let deadline = Instant::now() + config.server.auth_timeout;
     let mut buf = BytesMut::new();
     let (mut stream, params) =
-        match tokio::time::timeout_at(deadline, open(app, tcp, &mut buf)).await {
+        match tokio::time::timeout_at(deadline, open(app, stream, &mut buf)).await {
             Ok(Ok(Opening::Startup(stream, params))) => (stream, params),
             Ok(Ok(Opening::Cancelled)) => return None,
             Ok(Err(e)) => {
@@ -413,10 +416,10 @@ pub(super) async fn login(
     backend::ready_for_query(TransactionStatus::Idle, &mut out);
     let signals = route.entry.live.signals();
     let wanted = pool.share_wanted(Arc::unwrap_or_clone(wanted));
-    // Only a client that may be parked (plain TCP, transaction mode) needs the
-    // parking clock's nudges; a TLS or session-mode client sleeps until it has
-    // something to do.
-    let stop = if matches!(stream, Stream::Plain(_)) && user.mode == PoolMode::Transaction {
+    // Only a client that may be parked (plain TCP or Unix socket, transaction
+    // mode) needs the parking clock's nudges; a TLS or session-mode client sleeps
+    // until it has something to do.
+    let stop = if !stream.is_tls() && user.mode == PoolMode::Transaction {
         Watch::nudged(signals.stop)
     } else {
         Watch::new(signals.stop)

@@ -21,17 +21,16 @@ use std::time::Duration;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token};
 use tokio::io::unix::AsyncFd;
-use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
 use super::session::{resume, Session};
 use crate::signal::{Beacon, Watch};
-use crate::stream::Stream;
+use crate::stream::{Bare, Stream};
 
 /// A parked client: its session around the bare socket.
-type Parked = Session<std::net::TcpStream>;
+type Parked = Session<Bare>;
 
 /// How often the parking clock ticks.
 const TICK: Duration = Duration::from_secs(1);
@@ -476,10 +475,11 @@ async fn sleep_until(deadline: Option<Instant>) {
 }
 
 impl Session {
-    /// Whether this client could be parked: plain TCP (a TLS session's state stays
-    /// with its task) and no LISTEN (its notifications arrive through a channel).
+    /// Whether this client could be parked: plain TCP or a Unix socket (a TLS
+    /// session's state stays with its task) and no LISTEN (its notifications
+    /// arrive through a channel).
     pub(super) fn parkable(&self) -> bool {
-        matches!(self.stream, Stream::Plain(_)) && self.listening.is_none()
+        matches!(self.stream, Stream::Plain(_) | Stream::Unix(_)) && self.listening.is_none()
     }
 
     /// Whether this idle client has waited long enough to be parked.
@@ -508,23 +508,20 @@ impl Session {
         self.stop.unwatch();
         self.kill.unwatch();
         let (bare, stream) = self.with_stream(());
-        let tcp = match stream {
-            Stream::Plain(tcp) => tcp,
-            other => return Some(bare.with_stream(other).0),
-        };
-        let tcp = match tcp.into_std() {
-            Ok(tcp) => tcp,
-            Err(e) => {
+        let socket = match stream.into_bare() {
+            Ok(Ok(socket)) => socket,
+            Ok(Err(e)) => {
                 tracing::warn!(error = %e, "cannot park a client; its socket is lost");
                 bare.leave();
                 return None;
             }
+            Err(tls) => return Some(bare.with_stream(tls).0),
         };
-        let back = parking.park(bare.with_stream(tcp).0, deadline)?;
-        let (mut bare, tcp) = back.with_stream(());
+        let back = parking.park(bare.with_stream(socket).0, deadline)?;
+        let (mut bare, socket) = back.with_stream(());
         bare.idle_sleep = deadline.map(|d| Box::pin(tokio::time::sleep_until(d)));
-        match TcpStream::from_std(tcp) {
-            Ok(tcp) => Some(bare.with_stream(Stream::Plain(tcp)).0),
+        match socket.into_stream() {
+            Ok(stream) => Some(bare.with_stream(stream).0),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot take a client back into the runtime; closing it");
                 bare.leave();

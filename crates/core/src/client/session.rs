@@ -4,14 +4,12 @@
 //! leaves or the pooler shuts down.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use pgwire::{backend, TransactionStatus};
-use tokio::net::TcpStream;
 
 use super::login::{apply_params, client_error_of, login, params_sql, send_fatal};
 use super::park::NOT_PARKING;
@@ -22,12 +20,13 @@ use crate::cancel::{CancelTarget, ClientKey};
 use crate::config::User;
 use crate::error::ClientError;
 use crate::framed::send;
+use crate::listener::Peer;
 use crate::params::{ParamValues, SessionSettings, NO_SETTINGS};
 use crate::server::pool::{CheckoutError, Lease, Pool};
 use crate::server::reset::{clean, close_statements, read_session_settings};
 use crate::signal::Watch;
 use crate::sql_hint::{listen_command, ListenCommand};
-use crate::stream::Stream;
+use crate::stream::{Bare, Stream};
 use crate::tenants::{ClientSlot, GoneReason};
 
 /// A logged-in client. `S` is its connection: a [`Stream`] while it has a task, a
@@ -135,8 +134,8 @@ fn lone_listen(bytes: &[u8]) -> Option<ListenCommand> {
 /// A client connection just accepted.
 pub struct Accepted {
     pub app: Arc<App>,
-    pub tcp: TcpStream,
-    pub peer: SocketAddr,
+    pub stream: Stream,
+    pub peer: Peer,
 }
 
 /// Serves one accepted client connection to its end. The connection comes boxed:
@@ -164,20 +163,12 @@ pub async fn serve(accepted: Box<Accepted>) {
 /// a park and a resume. `None` when it is placed; the session back when it
 /// cannot be parked.
 async fn place(session: Session) -> Option<Session> {
+    let mut session = session;
     if session.parkable() && session.app.parking().is_some() && session.first_query_soon().await {
         // A client that only logs in and leaves (a health check, a storm) is seen
         // off here, without a task of its own.
         let mut head = [0u8; LEAVING_PEEK];
-        let peeked = std::future::poll_fn(|cx| {
-            let mut buf = tokio::io::ReadBuf::new(&mut head);
-            let peeked = match session.stream.tcp().map(|tcp| tcp.poll_peek(cx, &mut buf)) {
-                Some(std::task::Poll::Ready(r)) => r,
-                Some(std::task::Poll::Pending) | None => Err(std::io::ErrorKind::WouldBlock.into()),
-            };
-            std::task::Poll::Ready(peeked)
-        })
-        .await;
-        if leaving(peeked, &head) {
+        if leaving(session.stream.try_peek(&mut head), &head) {
             session.leave();
             return None;
         }
@@ -209,9 +200,8 @@ fn leaving(peeked: std::io::Result<usize>, head: &[u8]) -> bool {
 /// Logs the client in and serves it if it is in session mode; a transaction-mode
 /// client is returned, for `serve` to park or serve.
 async fn settle(accepted: Box<Accepted>) -> Option<Session> {
-    let Accepted { app, tcp, peer } = *accepted;
-    let _ = tcp.set_nodelay(true);
-    let (mut session, pinned) = login(&app, tcp, peer).await?;
+    let Accepted { app, stream, peer } = *accepted;
+    let (mut session, pinned) = login(&app, stream, peer).await?;
     match pinned {
         Some(lease) => {
             session.run_session(*lease).await;
@@ -288,7 +278,7 @@ fn run_transactions<M: Handling>(
 
 /// Gives a parked client a task again: `timed_out` when its client_idle_timeout
 /// passed while it was parked. Runs on the runtime (the socket joins its reactor).
-pub(super) fn resume(parked: Session<std::net::TcpStream>, timed_out: bool) {
+pub(super) fn resume(parked: Session<Bare>, timed_out: bool) {
     if !timed_out {
         // A client that left while parked needs no task: when an application's
         // pool of connections closes at once, one full-size task each, all alive
@@ -303,10 +293,10 @@ pub(super) fn resume(parked: Session<std::net::TcpStream>, timed_out: bool) {
     // Registered with the reactor of the runtime the task runs on (the least
     // busy shard, when there are shards).
     app.spawn_client(async move {
-        let (bare, tcp) = parked.with_stream(());
-        match TcpStream::from_std(tcp) {
-            Ok(tcp) => {
-                let session = bare.with_stream(Stream::Plain(tcp)).0;
+        let (bare, socket) = parked.with_stream(());
+        match socket.into_stream() {
+            Ok(stream) => {
+                let session = bare.with_stream(stream).0;
                 run_transactions::<Inline>(session, timed_out).await;
             }
             Err(e) => {
@@ -320,12 +310,10 @@ pub(super) fn resume(parked: Session<std::net::TcpStream>, timed_out: bool) {
 impl Session {
     /// Whether the client sends something (or hangs up) within
     /// [`FIRST_QUERY_GRACE`].
-    async fn first_query_soon(&self) -> bool {
-        let Some(tcp) = self.stream.tcp() else {
-            return false;
-        };
+    async fn first_query_soon(&mut self) -> bool {
+        let ready = std::future::poll_fn(|cx| self.stream.poll_read_ready(cx));
         matches!(
-            tokio::time::timeout(FIRST_QUERY_GRACE, tcp.readable()).await,
+            tokio::time::timeout(FIRST_QUERY_GRACE, ready).await,
             Ok(Ok(()))
         )
     }
@@ -872,13 +860,14 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let (tcp, peer) = listener.accept().await.unwrap();
-        let future = serve(Box::new(Accepted { app, tcp, peer }));
+        let (tcp, addr) = listener.accept().await.unwrap();
+        let (stream, peer) = (Stream::Plain(tcp), Peer::Tcp(addr));
+        let future = serve(Box::new(Accepted { app, stream, peer }));
         let size = std::mem::size_of_val(&future);
 
         eprintln!(
             "client future: {size} bytes; parked Session {}; Session {} Stream {} ParamValues {} SessionSettings {} Lease {} RelayState {}",
-            std::mem::size_of::<Session<std::net::TcpStream>>(),
+            std::mem::size_of::<Session<Bare>>(),
             std::mem::size_of::<Session>(),
             std::mem::size_of::<Stream>(),
             std::mem::size_of::<ParamValues>(),
@@ -899,7 +888,7 @@ mod tests {
             working <= 1200,
             "a working client's task is {working} bytes"
         );
-        let parked = std::mem::size_of::<Session<std::net::TcpStream>>();
+        let parked = std::mem::size_of::<Session<Bare>>();
         assert!(parked <= 192, "a parked session is {parked} bytes");
     }
 }

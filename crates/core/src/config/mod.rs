@@ -82,6 +82,17 @@ pub struct ServerSettings {
     /// Whether idle plain-TCP transaction-mode clients leave the runtime (see
     /// `client::park`).
     pub park_idle_clients: bool,
+    /// A Unix socket file clients may connect to as well (`socket_file`).
+    pub unix_socket: Option<UnixSocket>,
+}
+
+/// The Unix socket clients may connect to, besides the TCP address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnixSocket {
+    /// `.s.PGSQL.<port>` in the configured directory, the port `listen`'s.
+    pub path: PathBuf,
+    /// Its permission bits (who may connect).
+    pub mode: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -60,6 +60,8 @@ pub struct RawServer {
     pub log_format: Option<String>,
     pub worker_threads: Option<u32>,
     pub park_idle_clients: Option<bool>,
+    pub unix_socket_dir: Option<String>,
+    pub unix_socket_mode: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -2,7 +2,7 @@
 //! the key it is about and why.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,7 +12,7 @@ use super::cidr::AllowList;
 use super::raw::{RawConfig, RawTenant, RawUser};
 use super::{
     AuthMethod, CaSource, Config, LogFormat, PoolMode, PoolSettings, ServerSettings, SslMode,
-    StoredPassword, Tenant, TlsFiles, UpstreamTls, User,
+    StoredPassword, Tenant, TlsFiles, UnixSocket, UpstreamTls, User,
 };
 
 /// Why a configuration was refused.
@@ -27,6 +27,9 @@ pub enum ConfigError {
 }
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:6432";
+/// Anyone on the machine may connect, as with Postgres and PgBouncer (they still
+/// have to log in).
+const DEFAULT_UNIX_SOCKET_MODE: u32 = 0o777;
 const DEFAULT_AUTH_TIMEOUT_MS: u64 = 10_000;
 const DEFAULT_SHUTDOWN_TIMEOUT_MS: u64 = 30_000;
 const DEFAULT_MAX_MESSAGE_SIZE: u64 = 1 << 30;
@@ -158,9 +161,22 @@ fn validate_server(raw: &RawConfig) -> Result<ServerSettings, ConfigError> {
             ))
         }
     };
+    let unix_socket = match &s.unix_socket_dir {
+        None => {
+            if s.unix_socket_mode.is_some() {
+                return Err(invalid(
+                    "server.unix_socket_mode",
+                    "needs server.unix_socket_dir",
+                ));
+            }
+            None
+        }
+        Some(dir) => Some(unix_socket(dir, listen.port(), s.unix_socket_mode)?),
+    };
     Ok(ServerSettings {
         listen,
         tls,
+        unix_socket,
         auth_timeout: ms_in(
             "server.auth_timeout_ms",
             s.auth_timeout_ms,
@@ -187,6 +203,35 @@ fn validate_server(raw: &RawConfig) -> Result<ServerSettings, ConfigError> {
         log_format,
         park_idle_clients: s.park_idle_clients.unwrap_or(true),
     })
+}
+
+/// The Unix socket in `dir` for port `port`: the directory must exist, and the
+/// file's path fit a socket address.
+fn unix_socket(dir: &str, port: u16, mode: Option<u32>) -> Result<UnixSocket, ConfigError> {
+    let key = "server.unix_socket_dir";
+    if !std::fs::metadata(dir).is_ok_and(|m| m.is_dir()) {
+        return Err(invalid(key, format!("{dir} is not a directory")));
+    }
+    let path = crate::socket_file::path_in(Path::new(dir), port);
+    let len = path.as_os_str().len();
+    if len > crate::socket_file::MAX_PATH_LEN {
+        return Err(invalid(
+            key,
+            format!(
+                "{} is {len} bytes long; a socket's path may have at most {}",
+                path.display(),
+                crate::socket_file::MAX_PATH_LEN
+            ),
+        ));
+    }
+    let mode = mode.unwrap_or(DEFAULT_UNIX_SOCKET_MODE);
+    if mode > 0o777 {
+        return Err(invalid(
+            "server.unix_socket_mode",
+            "must be permission bits, 0o000 to 0o777",
+        ));
+    }
+    Ok(UnixSocket { path, mode })
 }
 
 fn validate_pool(raw: &RawConfig) -> Result<PoolSettings, ConfigError> {
