@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 const ENV_API_JWT_SECRET: &str = "API_JWT_SECRET";
 const ENV_METRICS_JWT_SECRET: &str = "METRICS_JWT_SECRET";
 const ENV_ENCRYPTION_KEY: &str = "TIDEPOOL_ENCRYPTION_KEY";
+const ENV_ADMIN_PASSWORD: &str = "TIDEPOOL_ADMIN_PASSWORD";
 /// How long the API may take to finish its requests once the pooler has stopped.
 const API_STOP_GRACE: Duration = Duration::from_secs(5);
 
@@ -90,6 +91,13 @@ struct Args {
     #[arg(long)]
     api_listen: Option<String>,
 
+    /// The admin console's user (overrides the file's admin.user): logging in
+    /// as it to database `pgbouncer` or `tidepool` reaches the console. Its
+    /// password comes from TIDEPOOL_ADMIN_PASSWORD (or the file's
+    /// admin.password).
+    #[arg(long, value_name = "NAME")]
+    admin_user: Option<String>,
+
     /// Validate the configuration and exit.
     #[arg(long)]
     check: bool,
@@ -148,6 +156,12 @@ fn load(args: &Args) -> anyhow::Result<Config> {
     }
     if let Some(listen) = &args.api_listen {
         raw.api.listen = Some(listen.clone());
+    }
+    if let Some(user) = &args.admin_user {
+        raw.admin.user = Some(user.clone());
+    }
+    if let Some(password) = env_secret(ENV_ADMIN_PASSWORD) {
+        raw.admin.password = Some(password);
     }
     if let Some(key) = env_secret(ENV_ENCRYPTION_KEY) {
         raw.metadata.encryption_key = Some(key);

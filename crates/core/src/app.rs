@@ -428,6 +428,24 @@ impl App {
 
     /// The Prometheus text of every tenant, or of one (`None` if it does not exist).
     pub fn render_metrics(&self, only: Option<&str>) -> Option<String> {
+        self.with_rows(only, |rows| {
+            let mut out = String::with_capacity(4096 + rows.len() * 2048);
+            crate::metrics::render(rows, &mut out);
+            if only.is_none() {
+                crate::metrics::render_process(self.parked_clients(), &mut out);
+            }
+            out
+        })
+    }
+
+    /// Clients parked now, across tenants.
+    pub fn parked_clients(&self) -> usize {
+        self.parking_started().map_or(0, |p| p.parked())
+    }
+
+    /// Calls `f` with a row of counts for each (tenant, user) of every tenant,
+    /// or of one (`None` if it does not exist).
+    pub fn with_rows<R>(&self, only: Option<&str>, f: impl FnOnce(&[Row<'_>]) -> R) -> Option<R> {
         let entries: Vec<TenantEntry> = match only {
             Some(id) => vec![self.tenants.get(id)?],
             None => self.tenants.list(),
@@ -472,13 +490,7 @@ impl App {
                 }
             })
             .collect();
-        let mut out = String::with_capacity(4096 + rows.len() * 2048);
-        crate::metrics::render(&rows, &mut out);
-        if only.is_none() {
-            let parked = self.parking_started().map_or(0, |p| p.parked());
-            crate::metrics::render_process(parked, &mut out);
-        }
-        Some(out)
+        Some(f(&rows))
     }
 
     /// Closes every pool's idle connections (end of shutdown).

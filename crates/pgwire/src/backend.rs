@@ -72,6 +72,45 @@ pub fn command_complete(command: &str, out: &mut BytesMut) {
     patch_len(out, start);
 }
 
+/// Type OID of `text`, for [`row_description`].
+pub const TEXT_OID: u32 = 25;
+/// Type OID of `int8`, for [`row_description`].
+pub const INT8_OID: u32 = 20;
+
+/// RowDescription of a result whose columns are sent as text: each column's name
+/// and type OID, no table, the type's own length, no modifier.
+pub fn row_description(columns: &[(&str, u32)], out: &mut BytesMut) {
+    let start = begin(out, tag::ROW_DESCRIPTION);
+    out.put_i16(i16::try_from(columns.len()).unwrap_or(i16::MAX));
+    for (name, oid) in columns.iter().take(i16::MAX as usize) {
+        put_cstr(out, name);
+        out.put_u32(0); // table
+        out.put_i16(0); // column in the table
+        out.put_u32(*oid);
+        out.put_i16(if *oid == INT8_OID { 8 } else { -1 });
+        out.put_i32(-1); // type modifier
+        out.put_i16(0); // text format
+    }
+    patch_len(out, start);
+}
+
+/// DataRow of text values; `None` is SQL NULL.
+pub fn data_row<S: AsRef<str>>(values: &[Option<S>], out: &mut BytesMut) {
+    let start = begin(out, tag::DATA_ROW);
+    out.put_i16(i16::try_from(values.len()).unwrap_or(i16::MAX));
+    for value in values.iter().take(i16::MAX as usize) {
+        match value {
+            Some(v) => {
+                let v = v.as_ref().as_bytes();
+                out.put_i32(i32::try_from(v.len()).unwrap_or(i32::MAX));
+                out.put_slice(v);
+            }
+            None => out.put_i32(-1),
+        }
+    }
+    patch_len(out, start);
+}
+
 /// ReadyForQuery.
 pub fn ready_for_query(status: TransactionStatus, out: &mut BytesMut) {
     out.put_slice(&[tag::READY_FOR_QUERY, 0, 0, 0, 5, status.as_byte()]);
@@ -280,6 +319,26 @@ impl<'a> ErrorBody<'a> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_row_and_its_description_are_framed_as_postgres_frames_them() {
+        let mut out = BytesMut::new();
+        row_description(&[("name", TEXT_OID), ("n", INT8_OID)], &mut out);
+        data_row(&[Some("a"), None], &mut out);
+        let mut expected = vec![b'T', 0, 0, 0, 49, 0, 2];
+        expected.extend_from_slice(b"name\0");
+        expected.extend_from_slice(&[
+            0, 0, 0, 0, 0, 0, 0, 0, 0, 25, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0,
+        ]);
+        expected.extend_from_slice(b"n\0");
+        expected.extend_from_slice(&[
+            0, 0, 0, 0, 0, 0, 0, 0, 0, 20, 0, 8, 0xff, 0xff, 0xff, 0xff, 0, 0,
+        ]);
+        expected.extend_from_slice(&[
+            b'D', 0, 0, 0, 15, 0, 2, 0, 0, 0, 1, b'a', 0xff, 0xff, 0xff, 0xff,
+        ]);
+        assert_eq!(&out[..], &expected[..]);
+    }
+
     use super::*;
     use crate::frame::decode_frame;
 

@@ -52,7 +52,7 @@ fn admissible(tenant: &Tenant, stream: &Stream, peer: Peer) -> Result<(), Client
 }
 
 /// The exchange a user found through auth_query needs: its verifier decides.
-fn method_for(user: Option<&User>, tenant_method: AuthMethod) -> AuthMethod {
+pub(super) fn method_for(user: Option<&User>, tenant_method: AuthMethod) -> AuthMethod {
     match user.map(|u| &u.password) {
         Some(StoredPassword::Scram(_)) => AuthMethod::ScramSha256,
         Some(StoredPassword::Md5(_)) => AuthMethod::Md5,
@@ -178,6 +178,11 @@ pub(super) async fn login(
     let unsupported: Vec<&str> = params.protocol_options().collect();
     if params.minor_version > 0 || !unsupported.is_empty() {
         backend::negotiate_protocol_version(0, &unsupported, &mut out);
+    }
+
+    if let Some(admin) = super::console::admin_for(app, &params) {
+        super::console::serve(app, stream, buf, out, &admin, peer, deadline).await;
+        return None;
     }
 
     // An unknown tenant is told so only after a full (failing) authentication, so

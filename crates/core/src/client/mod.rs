@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod auth_query;
+mod console;
 pub mod handshake;
 mod login;
 pub mod park;

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 pub use cidr::AllowList;
 pub use management::{ApiSettings, MetadataSettings};
-pub use raw::{RawApi, RawConfig, RawMetadata, RawTenant, RawUser};
+pub use raw::{RawAdmin, RawApi, RawConfig, RawMetadata, RawTenant, RawUser};
 pub use single::{single_upstream, SingleUpstream};
 pub use validate::{validate_tenant, ConfigError, DEFAULT_AUTH_QUERY};
 
@@ -36,6 +36,9 @@ pub struct Config {
     pub api: ApiSettings,
     /// `[metadata]`: the store of API tenants.
     pub metadata: MetadataSettings,
+    /// `[admin]`: who may use the admin console (`client::console`); `None`
+    /// turns it off.
+    pub admin: Option<Arc<User>>,
 }
 
 impl Config {

@@ -24,6 +24,18 @@ pub struct RawConfig {
     pub api: RawApi,
     #[serde(default)]
     pub metadata: RawMetadata,
+    #[serde(default)]
+    pub admin: RawAdmin,
+}
+
+/// `[admin]`: the admin console's user.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub user: Option<String>,
+    /// Plain text, a SCRAM verifier or an md5 hash (env
+    /// `TIDEPOOL_ADMIN_PASSWORD` wins).
+    pub password: Option<Secret>,
 }
 
 /// `[api]`: the management HTTP API.

@@ -83,6 +83,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     let pool = validate_pool(&raw)?;
     let api = super::management::validate_api(&raw)?;
     let metadata = super::management::validate_metadata(&raw)?;
+    let admin = validate_admin(&raw, &pool)?;
     // With a store, every tenant may come from it.
     if raw.tenants.is_empty() && metadata.url.is_none() {
         return Err(invalid(
@@ -116,6 +117,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         tenants,
         api,
         metadata,
+        admin,
     })
 }
 
@@ -232,6 +234,58 @@ fn unix_socket(dir: &str, port: u16, mode: Option<u32>) -> Result<UnixSocket, Co
         ));
     }
     Ok(UnixSocket { path, mode })
+}
+
+/// A password as the file or the API gives it: none, a SCRAM verifier, an md5
+/// hash, or plain text (kept with a SCRAM verifier made from it).
+fn stored_password(
+    key: &str,
+    password: Option<&crate::secret::Secret>,
+) -> Result<StoredPassword, ConfigError> {
+    Ok(match password {
+        None => StoredPassword::None,
+        Some(p) if p.expose().is_empty() => return Err(invalid(key, "must not be empty")),
+        Some(p) if p.expose().starts_with("SCRAM-SHA-256$") => StoredPassword::Scram(
+            ScramSecret::parse(p.expose())
+                .map_err(|e| invalid(key, format!("not a valid SCRAM verifier: {e}")))?,
+        ),
+        Some(p) if is_md5_hash(p.expose()) => StoredPassword::Md5(p.clone()),
+        Some(p) => {
+            let mut salt = [0u8; 16];
+            getrandom::fill(&mut salt).map_err(|e| invalid(key, format!("no randomness: {e}")))?;
+            StoredPassword::Plain {
+                password: p.clone(),
+                scram: ScramSecret::from_password(p.expose(), &salt, SCRAM_ITERATIONS),
+            }
+        }
+    })
+}
+
+/// `[admin]`: both a user and a password, or neither (no console).
+fn validate_admin(raw: &RawConfig, pool: &PoolSettings) -> Result<Option<Arc<User>>, ConfigError> {
+    let a = &raw.admin;
+    let name = match (&a.user, &a.password) {
+        (None, None) => return Ok(None),
+        (Some(name), Some(_)) if !name.is_empty() => name,
+        (Some(_), Some(_)) => return Err(invalid("admin.user", "must not be empty")),
+        (None, Some(_)) => return Err(invalid("admin.user", "required with admin.password")),
+        (Some(_), None) => {
+            return Err(invalid(
+                "admin.password",
+                "required with admin.user (or env TIDEPOOL_ADMIN_PASSWORD)",
+            ))
+        }
+    };
+    Ok(Some(Arc::new(User {
+        name: name.clone(),
+        db_user: name.clone(),
+        max_clients: 0,
+        is_manager: false,
+        password: stored_password("admin.password", a.password.as_ref())?,
+        pool_size: 0,
+        mode: PoolMode::Session,
+        checkout_timeout: pool.checkout_timeout,
+    })))
 }
 
 fn validate_pool(raw: &RawConfig) -> Result<PoolSettings, ConfigError> {
@@ -563,24 +617,7 @@ fn validate_user(
         )?,
     };
     let pkey = format!("{key}.db_password");
-    let password = match &u.db_password {
-        None => StoredPassword::None,
-        Some(p) if p.expose().is_empty() => return Err(invalid(pkey, "must not be empty")),
-        Some(p) if p.expose().starts_with("SCRAM-SHA-256$") => StoredPassword::Scram(
-            ScramSecret::parse(p.expose())
-                .map_err(|e| invalid(&pkey, format!("not a valid SCRAM verifier: {e}")))?,
-        ),
-        Some(p) if is_md5_hash(p.expose()) => StoredPassword::Md5(p.clone()),
-        Some(p) => {
-            let mut salt = [0u8; 16];
-            getrandom::fill(&mut salt)
-                .map_err(|e| invalid(&pkey, format!("no randomness: {e}")))?;
-            StoredPassword::Plain {
-                password: p.clone(),
-                scram: ScramSecret::from_password(p.expose(), &salt, SCRAM_ITERATIONS),
-            }
-        }
-    };
+    let password = stored_password(&pkey, u.db_password.as_ref())?;
     let usable = match (&password, auth_method) {
         // Pass-through needs a client's SCRAM proof, which trust never asks for.
         (StoredPassword::Scram(_), AuthMethod::Trust) => false,

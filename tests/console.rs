@@ -1,0 +1,229 @@
+//! The admin console (database `pgbouncer` or `tidepool`, the `[admin]` user),
+//! against a real Postgres and a real Tidepool: SHOW POOLS, STATS, DATABASES,
+//! LISTS and VERSION answer with what the pools did, through tokio-postgres's
+//! simple queries and through psql; a wrong password, another user, the
+//! extended protocol and an unknown command are refused without ending the
+//! session where the protocol allows it; and an idle console session does not
+//! hold up shutdown.
+
+// Test code reports failures by panicking, helpers included.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{connect, free_port, run_psql, try_connect, PgServer, TidepoolProc, HOST, SIGTERM};
+use tokio_postgres::{Client, SimpleQueryMessage};
+
+const USER: &str = "app";
+const PASSWORD: &str = "console-app-pw";
+const ADMIN: &str = "admin";
+const ADMIN_PASSWORD: &str = "console-admin-pw";
+
+/// Tidepool from a file with one tenant `main`, the admin user, and a long
+/// shutdown timeout.
+fn start(pg: &PgServer, dir: &tempfile::TempDir) -> TidepoolProc {
+    let port = free_port();
+    let path = dir.path().join("tidepool.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nlisten = \"{HOST}:{port}\"\nshutdown_timeout_ms = 60000\n\n\
+             [admin]\nuser = \"{ADMIN}\"\npassword = \"{ADMIN_PASSWORD}\"\n\n\
+             [[tenants]]\nexternal_id = \"main\"\ndb_host = \"{HOST}\"\ndb_port = {}\n\
+             db_database = \"postgres\"\ndefault_pool_size = 2\n\n\
+             [[tenants.users]]\ndb_user = \"{USER}\"\ndb_password = \"{PASSWORD}\"\n",
+            pg.port()
+        ),
+    )
+    .unwrap();
+    TidepoolProc::start_on(port, &["--config", path.to_str().unwrap()])
+}
+
+/// The rows of a simple query's result, as text.
+async fn rows(client: &Client, sql: &str) -> Vec<Vec<String>> {
+    client
+        .simple_query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .into_iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(row) => Some(
+                (0..row.len())
+                    .map(|i| row.get(i).unwrap_or("NULL").to_owned())
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The column names of a simple query's result.
+async fn columns(client: &Client, sql: &str) -> Vec<String> {
+    for m in client.simple_query(sql).await.unwrap() {
+        if let SimpleQueryMessage::RowDescription(cols) = m {
+            return cols.iter().map(|c| c.name().to_owned()).collect();
+        }
+    }
+    panic!("{sql}: no RowDescription");
+}
+
+fn sqlstate(e: &tokio_postgres::Error) -> String {
+    e.code()
+        .map(|c| c.code().to_owned())
+        .unwrap_or_else(|| format!("no SQLSTATE: {e}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_shows_what_the_pools_did() {
+    const TRANSACTIONS: u64 = 25;
+    let pg = PgServer::start();
+    pg.create_user(USER, PASSWORD).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut proc = start(&pg, &dir);
+
+    let app = connect(&proc.url(&format!("{USER}.main"), PASSWORD, "postgres")).await;
+    for i in 0..TRANSACTIONS {
+        app.simple_query(&format!("SELECT {i}")).await.unwrap();
+    }
+    let console = connect(&proc.url(ADMIN, ADMIN_PASSWORD, "pgbouncer")).await;
+
+    let pools = rows(&console, "SHOW POOLS").await;
+    assert_eq!(
+        columns(&console, "show pools;").await,
+        [
+            "database",
+            "user",
+            "cl_active",
+            "cl_waiting",
+            "cl_parked",
+            "sv_active",
+            "sv_idle",
+            "pool_mode"
+        ]
+    );
+    assert_eq!(pools.len(), 1, "{pools:?}");
+    let pool = &pools[0];
+    assert_eq!((pool[0].as_str(), pool[1].as_str()), ("main", USER));
+    // The one client, between transactions: active or parked, none waiting; the
+    // pool's one connection idle.
+    let active: u64 = pool[2].parse().unwrap();
+    let parked: u64 = pool[4].parse().unwrap();
+    assert_eq!(active, 1, "{pool:?}");
+    assert!(parked <= 1, "{pool:?}");
+    assert_eq!(pool[3], "0");
+    assert_eq!((pool[5].as_str(), pool[6].as_str()), ("0", "1"), "{pool:?}");
+    assert_eq!(pool[7], "transaction");
+
+    let stats = rows(&console, "SHOW STATS").await;
+    let stat = &stats[0];
+    let xacts: u64 = stat[2].parse().unwrap();
+    let queries: u64 = stat[3].parse().unwrap();
+    assert!(
+        (TRANSACTIONS..TRANSACTIONS + 3).contains(&xacts),
+        "{TRANSACTIONS} transactions run, {xacts} counted: {stat:?}"
+    );
+    assert!(queries >= TRANSACTIONS, "{stat:?}");
+    let received: u64 = stat[4].parse().unwrap();
+    assert!(
+        received > 0 && stat[5].parse::<u64>().unwrap() > 0,
+        "{stat:?}"
+    );
+    assert_eq!(stat[8], "1", "one login: {stat:?}");
+
+    let databases = rows(&console, "SHOW DATABASES").await;
+    assert_eq!(databases.len(), 1);
+    assert_eq!(databases[0][0], "main");
+    assert_eq!(databases[0][2], pg.port().to_string());
+    assert_eq!(databases[0][6], "1", "one client: {databases:?}");
+
+    let lists = rows(&console, "SHOW LISTS").await;
+    let item = |name: &str| {
+        lists
+            .iter()
+            .find(|r| r[0] == name)
+            .unwrap_or_else(|| panic!("no {name} in {lists:?}"))[1]
+            .clone()
+    };
+    assert_eq!(item("databases"), "1");
+    assert_eq!(item("used_clients"), "1");
+    assert_eq!(item("free_servers"), "1");
+
+    let version = rows(&console, "SHOW VERSION").await;
+    assert!(version[0][0].starts_with("Tidepool "), "{version:?}");
+
+    // An unknown command, and the extended protocol: errors, and the session
+    // goes on.
+    let unknown = console.simple_query("SHOW CLIENTS").await.unwrap_err();
+    assert_eq!(sqlstate(&unknown), "0A000");
+    let extended = console.query("SHOW POOLS", &[]).await.unwrap_err();
+    assert_eq!(sqlstate(&extended), "0A000");
+    assert_eq!(rows(&console, "SHOW POOLS").await.len(), 1);
+
+    // psql, as an operator types it.
+    let conninfo = format!(
+        "host={HOST} port={} user={ADMIN} dbname=tidepool",
+        proc.port()
+    );
+    let out = run_psql(&conninfo, ADMIN_PASSWORD, "SHOW POOLS").unwrap();
+    assert!(out.starts_with(&format!("main|{USER}|")), "{out}");
+
+    // The console holds no one up at shutdown (the file allows 60 s).
+    drop(app);
+    proc.signal(SIGTERM);
+    assert!(
+        proc.wait_exit(Duration::from_secs(20)).is_some(),
+        "an idle console session held up shutdown\n{}",
+        proc.log()
+    );
+    assert!(console.simple_query("SHOW POOLS").await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_admin_with_its_password_reaches_the_console() {
+    let pg = PgServer::start();
+    pg.create_user(USER, PASSWORD).await;
+    let dir = tempfile::tempdir().unwrap();
+    let proc = start(&pg, &dir);
+
+    let wrong = try_connect(&proc.url(ADMIN, "not-it", "pgbouncer"))
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&wrong), "28P01");
+
+    // Another user naming the console's database is sent to its tenant's
+    // Postgres, which has no such database.
+    let e = try_connect(&proc.url(&format!("{USER}.main"), PASSWORD, "pgbouncer"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        sqlstate(&e),
+        "3D000",
+        "Postgres's answer, not the console's: {e}"
+    );
+
+    // The admin's name with another database is no console either: no such
+    // user in the tenant.
+    let e = try_connect(&proc.url(&format!("{ADMIN}.main"), ADMIN_PASSWORD, "postgres"))
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "28P01");
+
+    // A half-configured console is refused before starting.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tidepool"))
+        .args([
+            "--upstream",
+            &pg.url(USER, PASSWORD, "postgres"),
+            "--admin-user",
+            ADMIN,
+            "--check",
+        ])
+        .env_remove("TIDEPOOL_ADMIN_PASSWORD")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("admin.password"), "{err}");
+    drop(proc);
+}
