@@ -253,6 +253,7 @@ async fn address_lists_see_unix_clients_as_loopback_and_tls_demands_skip_them() 
             ("remote", "allow_list = [\"10.0.0.0/8\"]"),
             ("local", "allow_list = [\"10.0.0.0/8\", \"127.0.0.1/32\"]"),
             ("tls", "enforce_ssl = true"),
+            ("cleartext", "auth_method = \"password\""),
         ],
     );
 
@@ -275,6 +276,14 @@ async fn address_lists_see_unix_clients_as_loopback_and_tls_demands_skip_them() 
     assert_eq!(sqlstate(&plain_tcp), "28000");
     let unix = node.connect_unix("tls").await;
     assert_eq!(text(&unix, "SELECT 'tls tenant'").await, "tls tenant");
+
+    // Cleartext passwords: over TLS only on TCP, allowed on the socket.
+    let plain_tcp = common::try_connect(&node.tcp_url("cleartext"))
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&plain_tcp), "28000");
+    let unix = node.connect_unix("cleartext").await;
+    assert_eq!(text(&unix, "SELECT 'cleartext'").await, "cleartext");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -334,4 +343,20 @@ async fn a_stale_socket_file_is_taken_over_and_bad_settings_are_refused() {
     ]);
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("at most 107"), "{err}");
+    let dir = socket_dir_of(&node);
+    let (code, err) = check(&[
+        "--upstream",
+        &upstream,
+        "--listen",
+        "127.0.0.1:0",
+        "--unix-socket-dir",
+        &dir,
+        "--check",
+    ]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("not 0"), "{err}");
+}
+
+fn socket_dir_of(node: &Node) -> String {
+    node.socket_dir.path().to_str().unwrap().to_owned()
 }

@@ -41,6 +41,7 @@ pub async fn run(app: Arc<App>) -> std::io::Result<()> {
     let mut socket_file = match &config.server.unix_socket {
         Some(unix) => Some(
             socket_file::SocketFile::bind(&unix.path, unix.mode)
+                .await
                 .map_err(|e| std::io::Error::other(e.to_string()))?,
         ),
         None => None,

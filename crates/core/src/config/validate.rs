@@ -163,18 +163,23 @@ fn validate_server(raw: &RawConfig) -> Result<ServerSettings, ConfigError> {
             ))
         }
     };
-    let unix_socket = match &s.unix_socket_dir {
-        None => {
-            if s.unix_socket_mode.is_some() {
-                return Err(invalid(
-                    "server.unix_socket_mode",
-                    "needs server.unix_socket_dir",
-                ));
+    let unix_socket =
+        match &s.unix_socket_dir {
+            None => {
+                if s.unix_socket_mode.is_some() {
+                    return Err(invalid(
+                        "server.unix_socket_mode",
+                        "needs server.unix_socket_dir",
+                    ));
+                }
+                None
             }
-            None
-        }
-        Some(dir) => Some(unix_socket(dir, listen.port(), s.unix_socket_mode)?),
-    };
+            Some(_) if listen.port() == 0 => return Err(invalid(
+                "server.unix_socket_dir",
+                "needs a fixed port in server.listen (not 0): the socket file is named after it",
+            )),
+            Some(dir) => Some(unix_socket(dir, listen.port(), s.unix_socket_mode)?),
+        };
     Ok(ServerSettings {
         listen,
         tls,
