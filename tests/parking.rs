@@ -141,12 +141,7 @@ fn config_text(
          [api]\nlisten = \"{HOST}:{api_port}\"\njwt_secret = \"parking-test-secret\"\n"
     );
     for (id, extra) in tenants {
-        text.push_str(&format!(
-            "\n[[tenants]]\nexternal_id = \"{id}\"\ndb_host = \"{HOST}\"\ndb_port = {}\n\
-             db_database = \"postgres\"\ndefault_pool_size = 2\n{extra}\n\n\
-             [[tenants.users]]\ndb_user = \"{USER}\"\ndb_password = \"{PASSWORD}\"\n",
-            pg.port()
-        ));
+        text.push_str(&common::tenant_toml(id, pg.port(), extra, USER, PASSWORD));
     }
     text
 }

@@ -61,12 +61,7 @@ impl Node {
             socket_dir.path().display()
         );
         for (id, extra) in tenants {
-            text.push_str(&format!(
-                "\n[[tenants]]\nexternal_id = \"{id}\"\ndb_host = \"{HOST}\"\ndb_port = {}\n\
-                 db_database = \"postgres\"\ndefault_pool_size = 2\n{extra}\n\n\
-                 [[tenants.users]]\ndb_user = \"{USER}\"\ndb_password = \"{PASSWORD}\"\n",
-                pg.port()
-            ));
+            text.push_str(&common::tenant_toml(id, pg.port(), extra, USER, PASSWORD));
         }
         std::fs::write(&path, text).unwrap();
         let proc = TidepoolProc::start_on(port, &["--config", path.to_str().unwrap()]);

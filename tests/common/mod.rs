@@ -110,6 +110,16 @@ pub fn log_tail(path: &Path, lines: usize) -> String {
     )
 }
 
+/// A `[[tenants]]` entry (pool size 2, database `postgres` on `pg_port`) with
+/// `extra` keys, and one `[[tenants.users]]` entry.
+pub fn tenant_toml(id: &str, pg_port: u16, extra: &str, user: &str, password: &str) -> String {
+    format!(
+        "\n[[tenants]]\nexternal_id = \"{id}\"\ndb_host = \"{HOST}\"\ndb_port = {pg_port}\n\
+         db_database = \"postgres\"\ndefault_pool_size = 2\n{extra}\n\n\
+         [[tenants.users]]\ndb_user = \"{user}\"\ndb_password = \"{password}\"\n"
+    )
+}
+
 /// `postgres://user:password@127.0.0.1:port/database`, with the user and
 /// password percent-encoded so any test credential works.
 pub fn postgres_url(user: &str, password: &str, port: u16, database: &str) -> String {
