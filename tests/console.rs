@@ -24,6 +24,11 @@ const ADMIN_PASSWORD: &str = "console-admin-pw";
 /// Tidepool from a file with one tenant `main`, the admin user, and a long
 /// shutdown timeout.
 fn start(pg: &PgServer, dir: &tempfile::TempDir) -> TidepoolProc {
+    start_with(pg, dir, "")
+}
+
+/// [`start`] with `tenant_extra` keys for tenant `main`.
+fn start_with(pg: &PgServer, dir: &tempfile::TempDir, tenant_extra: &str) -> TidepoolProc {
     let port = free_port();
     let path = dir.path().join("tidepool.toml");
     std::fs::write(
@@ -32,7 +37,7 @@ fn start(pg: &PgServer, dir: &tempfile::TempDir) -> TidepoolProc {
             "[server]\nlisten = \"{HOST}:{port}\"\nshutdown_timeout_ms = 60000\n\n\
              [admin]\nuser = \"{ADMIN}\"\npassword = \"{ADMIN_PASSWORD}\"\n\n\
              [[tenants]]\nexternal_id = \"main\"\ndb_host = \"{HOST}\"\ndb_port = {}\n\
-             db_database = \"postgres\"\ndefault_pool_size = 2\n\n\
+             db_database = \"postgres\"\ndefault_pool_size = 2\n{tenant_extra}\n\n\
              [[tenants.users]]\ndb_user = \"{USER}\"\ndb_password = \"{PASSWORD}\"\n",
             pg.port()
         ),
@@ -148,7 +153,8 @@ async fn the_console_shows_what_the_pools_did() {
     };
     assert_eq!(item("databases"), "1");
     assert_eq!(item("used_clients"), "1");
-    assert_eq!(item("free_servers"), "1");
+    assert_eq!(item("used_servers"), "1");
+    assert_eq!(item("idle_servers"), "1");
 
     let version = rows(&console, "SHOW VERSION").await;
     assert!(version[0][0].starts_with("Tidepool "), "{version:?}");
@@ -157,6 +163,14 @@ async fn the_console_shows_what_the_pools_did() {
     // goes on.
     let unknown = console.simple_query("SHOW CLIENTS").await.unwrap_err();
     assert_eq!(sqlstate(&unknown), "0A000");
+    // Commands before an unknown one run, as in a multi-statement query.
+    let replies = console.simple_query("SHOW VERSION; SHOW CLIENTS").await;
+    assert_eq!(sqlstate(&replies.unwrap_err()), "0A000");
+    // An empty query: answered (EmptyQueryResponse), no rows.
+    let empty = console.simple_query("").await.unwrap();
+    assert!(!empty
+        .iter()
+        .any(|m| matches!(m, SimpleQueryMessage::Row(_))));
     let extended = console.query("SHOW POOLS", &[]).await.unwrap_err();
     assert_eq!(sqlstate(&extended), "0A000");
     assert_eq!(rows(&console, "SHOW POOLS").await.len(), 1);
@@ -192,16 +206,16 @@ async fn only_the_admin_with_its_password_reaches_the_console() {
         .unwrap_err();
     assert_eq!(sqlstate(&wrong), "28P01");
 
-    // Another user naming the console's database is sent to its tenant's
-    // Postgres, which has no such database.
+    // With a console configured its databases are its own: another user, even
+    // a tenant's with its right password, fails as an unknown user does.
     let e = try_connect(&proc.url(&format!("{USER}.main"), PASSWORD, "pgbouncer"))
         .await
         .unwrap_err();
-    assert_eq!(
-        sqlstate(&e),
-        "3D000",
-        "Postgres's answer, not the console's: {e}"
-    );
+    assert_eq!(sqlstate(&e), "28P01", "{e}");
+    let e = try_connect(&proc.url("nobody", "x", "tidepool"))
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "28P01", "{e}");
 
     // The admin's name with another database is no console either: no such
     // user in the tenant.
@@ -209,6 +223,15 @@ async fn only_the_admin_with_its_password_reaches_the_console() {
         .await
         .unwrap_err();
     assert_eq!(sqlstate(&e), "28P01");
+
+    // When a tenant demands TLS, so does the console.
+    let tls_dir = tempfile::tempdir().unwrap();
+    let strict = start_with(&pg, &tls_dir, "enforce_ssl = true");
+    let e = try_connect(&strict.url(ADMIN, ADMIN_PASSWORD, "pgbouncer"))
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "28000", "{e}");
+    drop(strict);
 
     // A half-configured console is refused before starting.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_tidepool"))

@@ -1,8 +1,8 @@
 //! The admin console: the virtual database `pgbouncer` (or `tidepool`), where
 //! the configured admin user reads the pools and their statistics with SHOW
-//! commands over the simple query protocol, as PgBouncer's console answers them
-//! (so `psql -d pgbouncer -c 'SHOW POOLS'` and the tools built on it work). It
-//! only reads: nothing typed here changes the pooler.
+//! commands over the simple query protocol, in the shape of PgBouncer's console
+//! (`psql -d pgbouncer -c 'SHOW POOLS'`). It only reads: nothing typed here
+//! changes the pooler.
 
 use std::sync::Arc;
 
@@ -27,16 +27,31 @@ const CONSOLE_DATABASES: [&str; 2] = ["pgbouncer", "tidepool"];
 /// Largest message the console reads (its commands are short).
 const MAX_CONSOLE_MESSAGE: usize = 64 * 1024;
 
-/// The admin user, when this login asks for the console: the database is one of
-/// [`CONSOLE_DATABASES`] and the user the configured admin.
+/// Commands one Query message may hold.
+const MAX_COMMANDS: usize = 16;
+
+/// The admin user, when this login asks for the console: a console is
+/// configured and the database is one of [`CONSOLE_DATABASES`]. Those names
+/// are then the console's whoever logs in: any other user fails its (dummy)
+/// authentication as an unknown user does, so the admin's name cannot be told
+/// from others by the answer, and no tenant routing applies.
 pub(super) fn admin_for(app: &App, params: &StartupParams) -> Option<Arc<User>> {
     let admin = app.config().admin.clone()?;
-    let user = params.get("user")?;
+    let user = params.get("user").unwrap_or_default();
     let database = params
         .get("database")
         .filter(|d| !d.is_empty())
         .unwrap_or(user);
-    (user == admin.name && CONSOLE_DATABASES.contains(&database)).then_some(admin)
+    CONSOLE_DATABASES.contains(&database).then_some(admin)
+}
+
+/// Whether the console must refuse this plain TCP client: when any tenant
+/// demands TLS (as `--require-tls` does), so does the console. A client of the
+/// Unix socket is exempt, as it is for tenants.
+fn needs_tls(app: &App, stream: &Stream) -> bool {
+    !stream.is_tls()
+        && !matches!(stream, Stream::Unix(_))
+        && app.tenants.list().iter().any(|e| e.tenant.enforce_ssl)
 }
 
 /// A console session: authenticates the admin (before `deadline`), then answers
@@ -48,27 +63,45 @@ pub(super) async fn serve(
     mut buf: BytesMut,
     mut out: BytesMut,
     admin: &User,
+    user_name: &str,
     peer: Peer,
     deadline: Instant,
 ) {
+    if needs_tls(app, &stream) {
+        let e = ClientError::SslRequired {
+            tenant: "admin console".into(),
+        };
+        tracing::info!(%peer, error = %e, "admin console refused");
+        send_fatal(&mut stream, &e).await;
+        return;
+    }
     if !out.is_empty() && send(&mut stream, &mut out).await.is_err() {
         return;
     }
+    // Another name goes through the same exchange against no password.
+    let user = (user_name == admin.name).then_some(admin);
     let method = method_for(Some(admin), crate::config::AuthMethod::ScramSha256);
     let auth = authenticate(
         &mut stream,
         &mut buf,
-        &admin.name,
-        &admin.name,
-        Some(admin),
+        user_name,
+        user_name,
+        user,
         method,
         &app.dummy_secret,
     );
     match tokio::time::timeout_at(deadline, auth).await {
-        Ok(Ok(_)) => {}
+        Ok(Ok(_)) if user.is_some() => {}
+        Ok(Ok(_)) => {
+            let e = ClientError::AuthFailed {
+                user: user_name.to_owned(),
+            };
+            send_fatal(&mut stream, &e).await;
+            return;
+        }
         Ok(Err(AuthFailure::Gone)) => return,
         Ok(Err(AuthFailure::Client(e))) => {
-            tracing::info!(%peer, user = %admin.name, error = %e, "admin console login failed");
+            tracing::info!(%peer, user = %user_name, error = %e, "admin console login failed");
             send_fatal(&mut stream, &e).await;
             return;
         }
@@ -79,16 +112,21 @@ pub(super) async fn serve(
     }
     tracing::info!(%peer, user = %admin.name, "admin console login");
     login_answer(&mut out);
-    if send(&mut stream, &mut out).await.is_err() {
+    // Every write gives way to shutdown: a client that stops reading holds
+    // nothing up.
+    if !sent_unless_shutdown(app, &mut stream, &mut out).await {
         return;
     }
-    // Extended-protocol messages answered with an error until their Sync.
+    // After an extended-protocol message's error, everything up to its Sync is
+    // discarded, as Postgres does.
     let mut skipping = false;
     loop {
         let message = tokio::select! {
             m = read_message(&mut stream, &mut buf, MAX_CONSOLE_MESSAGE) => m,
             () = app.shutdown.cancelled() => {
-                send_fatal(&mut stream, &ClientError::ShuttingDown).await;
+                let mut fatal = BytesMut::new();
+                ClientError::ShuttingDown.encode_fatal(&mut fatal);
+                let _ = sent_unless_shutdown_or_late(&mut stream, &mut fatal).await;
                 return;
             }
         };
@@ -102,6 +140,11 @@ pub(super) async fn serve(
         };
         match tag {
             tag::TERMINATE => return,
+            tag::SYNC => {
+                skipping = false;
+                backend::ready_for_query(TransactionStatus::Idle, &mut out);
+            }
+            _ if skipping => {}
             tag::QUERY => match pgwire::frontend::decode_query(&body) {
                 Ok(sql) => answer(app, sql, &mut out),
                 Err(e) => {
@@ -109,14 +152,7 @@ pub(super) async fn serve(
                     return;
                 }
             },
-            tag::SYNC => {
-                skipping = false;
-                backend::ready_for_query(TransactionStatus::Idle, &mut out);
-            }
-            // The extended protocol's other messages (and anything else): one
-            // error, then nothing until the Sync that ends them.
-            _ if skipping => {}
-            _ => {
+            tag::PARSE | tag::BIND | tag::DESCRIBE | tag::EXECUTE | tag::CLOSE => {
                 skipping = true;
                 error(
                     "0A000",
@@ -124,11 +160,43 @@ pub(super) async fn serve(
                     &mut out,
                 );
             }
+            tag::FUNCTION_CALL => {
+                error("0A000", "the admin console has no functions", &mut out);
+                backend::ready_for_query(TransactionStatus::Idle, &mut out);
+            }
+            // Flush has nothing to push; COPY messages outside a COPY are
+            // ignored, as Postgres ignores them.
+            tag::FLUSH | tag::COPY_DATA | tag::COPY_DONE | tag::COPY_FAIL => {}
+            other => {
+                let e = pgwire::WireError::Malformed {
+                    what: "unknown message type",
+                };
+                tracing::debug!(%peer, tag = other, "admin console: unknown message");
+                send_fatal(&mut stream, &ClientError::Protocol(e)).await;
+                return;
+            }
         }
-        if !out.is_empty() && send(&mut stream, &mut out).await.is_err() {
+        if !out.is_empty() && !sent_unless_shutdown(app, &mut stream, &mut out).await {
             return;
         }
     }
+}
+
+/// Sends `out`, or gives up when the pooler starts shutting down; `false` when
+/// the session is over.
+async fn sent_unless_shutdown(app: &App, stream: &mut Stream, out: &mut BytesMut) -> bool {
+    tokio::select! {
+        sent = send(stream, out) => sent.is_ok(),
+        () = app.shutdown.cancelled() => false,
+    }
+}
+
+/// Sends a last message, giving up after a moment.
+async fn sent_unless_shutdown_or_late(stream: &mut Stream, out: &mut BytesMut) -> bool {
+    matches!(
+        tokio::time::timeout(std::time::Duration::from_secs(1), send(stream, out)).await,
+        Ok(Ok(()))
+    )
 }
 
 /// AuthenticationOk, the parameters a client expects, a key no cancel request
@@ -163,10 +231,17 @@ enum Command {
     Lists,
 }
 
-/// The commands of one Query message (split on `;`, case and spacing ignored);
-/// `Err` names the first one not known. Empty for an empty query.
-fn parse(sql: &str) -> Result<Vec<Command>, String> {
+/// The commands of one Query message (split on `;`, case and spacing ignored),
+/// up to the first one not known, which `Err` names. Empty for an empty query.
+fn parse(sql: &str) -> (Vec<Command>, Option<String>) {
     let mut commands = Vec::new();
+    match parse_into(sql, &mut commands) {
+        Ok(()) => (commands, None),
+        Err(unknown) => (commands, Some(unknown)),
+    }
+}
+
+fn parse_into(sql: &str, commands: &mut Vec<Command>) -> Result<(), String> {
     for text in sql.split(';') {
         let words: Vec<&str> = text.split_whitespace().collect();
         if words.is_empty() {
@@ -188,25 +263,31 @@ fn parse(sql: &str) -> Result<Vec<Command>, String> {
         };
         commands.push(command);
     }
-    Ok(commands)
+    Ok(())
 }
 
 /// Answers one Query message into `out`, ending with ReadyForQuery.
 fn answer(app: &App, sql: &str, out: &mut BytesMut) {
-    match parse(sql) {
-        Ok(commands) if commands.is_empty() => {
-            out.extend_from_slice(&[tag::EMPTY_QUERY_RESPONSE, 0, 0, 0, 4])
-        }
-        Ok(commands) => {
-            for command in commands {
-                run(app, command, out);
-            }
-        }
-        Err(unknown) => error(
-            "0A000",
-            &format!("unsupported admin console command: {unknown}"),
+    let (commands, unknown) = parse(sql);
+    if commands.len() > MAX_COMMANDS {
+        error(
+            "54000",
+            &format!("at most {MAX_COMMANDS} commands in one query"),
             out,
-        ),
+        );
+    } else if commands.is_empty() && unknown.is_none() {
+        out.extend_from_slice(&[tag::EMPTY_QUERY_RESPONSE, 0, 0, 0, 4]);
+    } else {
+        for command in commands {
+            run(app, command, out);
+        }
+        if let Some(unknown) = unknown {
+            error(
+                "0A000",
+                &format!("unsupported admin console command: {unknown}"),
+                out,
+            );
+        }
     }
     backend::ready_for_query(TransactionStatus::Idle, out);
 }
@@ -314,8 +395,8 @@ fn run(app: &App, command: Command, out: &mut BytesMut) {
                     ("port", INT),
                     ("database", TEXT),
                     ("pool_size", INT),
-                    ("max_client_conn", INT),
-                    ("current_client_conn", INT),
+                    ("max_client_connections", INT),
+                    ("current_client_connections", INT),
                 ],
                 rows,
                 out,
@@ -340,8 +421,9 @@ fn run(app: &App, command: Command, out: &mut BytesMut) {
                 ("used_clients", clients),
                 ("waiting_clients", waiting),
                 ("parked_clients", app.parked_clients() as u64),
-                ("used_servers", active),
-                ("free_servers", idle),
+                ("used_servers", active + idle),
+                ("active_servers", active),
+                ("idle_servers", idle),
             ];
             table(
                 &[("list", TEXT), ("items", INT)],
@@ -402,22 +484,25 @@ mod tests {
 
     #[test]
     fn commands_are_read_as_psql_and_tools_send_them() {
-        assert_eq!(parse("SHOW POOLS;"), Ok(vec![Command::Pools]));
-        assert_eq!(parse("  show\tstats  "), Ok(vec![Command::Stats]));
+        let known = |c: Vec<Command>| (c, None);
+        let unknown = |c: Vec<Command>, u: &str| (c, Some(u.to_owned()));
+        assert_eq!(parse("SHOW POOLS;"), known(vec![Command::Pools]));
+        assert_eq!(parse("  show\tstats  "), known(vec![Command::Stats]));
         assert_eq!(
             parse("SHOW VERSION; show lists;;"),
-            Ok(vec![Command::Version, Command::Lists])
+            known(vec![Command::Version, Command::Lists])
         );
-        assert_eq!(parse(" ; "), Ok(vec![]));
-        assert_eq!(parse("SHOW CLIENTS"), Err("SHOW CLIENTS".to_owned()));
-        assert_eq!(parse("PAUSE"), Err("PAUSE".to_owned()));
+        assert_eq!(parse(" ; "), known(vec![]));
+        assert_eq!(parse("SHOW CLIENTS"), unknown(vec![], "SHOW CLIENTS"));
+        assert_eq!(parse("PAUSE"), unknown(vec![], "PAUSE"));
         assert_eq!(
             parse("SHOW POOLS extra"),
-            Err("SHOW POOLS extra".to_owned())
+            unknown(vec![], "SHOW POOLS extra")
         );
+        // Up to the first unknown one, as Postgres runs a multi-statement query.
         assert_eq!(
-            parse("SHOW DATABASES; DROP TABLE x"),
-            Err("DROP TABLE x".to_owned())
+            parse("SHOW DATABASES; DROP TABLE x; SHOW POOLS"),
+            unknown(vec![Command::Databases], "DROP TABLE x")
         );
     }
 }

@@ -181,7 +181,8 @@ pub(super) async fn login(
     }
 
     if let Some(admin) = super::console::admin_for(app, &params) {
-        super::console::serve(app, stream, buf, out, &admin, peer, deadline).await;
+        let user_name = params.get("user").unwrap_or_default().to_owned();
+        super::console::serve(app, stream, buf, out, &admin, &user_name, peer, deadline).await;
         return None;
     }
 
