@@ -35,14 +35,23 @@ const MAX_COMMANDS: usize = 16;
 /// are then the console's whoever logs in: any other user fails its (dummy)
 /// authentication as an unknown user does, so the admin's name cannot be told
 /// from others by the answer, and no tenant routing applies.
-pub(super) fn admin_for(app: &App, params: &StartupParams) -> Option<Arc<User>> {
+pub(super) fn admin_for(app: &App, params: &StartupParams) -> Option<ConsoleLogin> {
     let admin = app.config().admin.clone()?;
     let user = params.get("user").unwrap_or_default();
     let database = params
         .get("database")
         .filter(|d| !d.is_empty())
         .unwrap_or(user);
-    CONSOLE_DATABASES.contains(&database).then_some(admin)
+    CONSOLE_DATABASES.contains(&database).then(|| ConsoleLogin {
+        admin,
+        user_name: user.to_owned(),
+    })
+}
+
+/// A login to the console: the configured admin, and the name the client gave.
+pub(super) struct ConsoleLogin {
+    admin: Arc<User>,
+    user_name: String,
 }
 
 /// Whether the console must refuse this plain TCP client: when any tenant
@@ -62,11 +71,11 @@ pub(super) async fn serve(
     mut stream: Stream,
     mut buf: BytesMut,
     mut out: BytesMut,
-    admin: &User,
-    user_name: &str,
+    login: ConsoleLogin,
     peer: Peer,
     deadline: Instant,
 ) {
+    let (admin, user_name) = (&*login.admin, login.user_name.as_str());
     if needs_tls(app, &stream) {
         let e = ClientError::SslRequired {
             tenant: "admin console".into(),

@@ -180,9 +180,8 @@ pub(super) async fn login(
         backend::negotiate_protocol_version(0, &unsupported, &mut out);
     }
 
-    if let Some(admin) = super::console::admin_for(app, &params) {
-        let user_name = params.get("user").unwrap_or_default().to_owned();
-        super::console::serve(app, stream, buf, out, &admin, &user_name, peer, deadline).await;
+    if let Some(login) = super::console::admin_for(app, &params) {
+        super::console::serve(app, stream, buf, out, login, peer, deadline).await;
         return None;
     }
 
