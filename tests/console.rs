@@ -18,6 +18,8 @@ use tokio_postgres::{Client, SimpleQueryMessage};
 
 const USER: &str = "app";
 const PASSWORD: &str = "console-app-pw";
+/// A second user of tenant `main`, whose counts the tenant's totals add up.
+const OTHER: &str = "other";
 const ADMIN: &str = "admin";
 const ADMIN_PASSWORD: &str = "console-admin-pw";
 
@@ -38,7 +40,8 @@ fn start_with(pg: &PgServer, dir: &tempfile::TempDir, tenant_extra: &str) -> Tid
              [admin]\nuser = \"{ADMIN}\"\npassword = \"{ADMIN_PASSWORD}\"\n\n\
              [[tenants]]\nexternal_id = \"main\"\ndb_host = \"{HOST}\"\ndb_port = {}\n\
              db_database = \"postgres\"\ndefault_pool_size = 2\n{tenant_extra}\n\n\
-             [[tenants.users]]\ndb_user = \"{USER}\"\ndb_password = \"{PASSWORD}\"\n",
+             [[tenants.users]]\ndb_user = \"{USER}\"\ndb_password = \"{PASSWORD}\"\n\n\
+             [[tenants.users]]\ndb_user = \"{OTHER}\"\ndb_password = \"{PASSWORD}\"\n",
             pg.port()
         ),
     )
@@ -83,8 +86,10 @@ fn sqlstate(e: &tokio_postgres::Error) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_shows_what_the_pools_did() {
     const TRANSACTIONS: u64 = 25;
+    const OTHER_TRANSACTIONS: u64 = 5;
     let pg = PgServer::start();
     pg.create_user(USER, PASSWORD).await;
+    pg.create_user(OTHER, PASSWORD).await;
     let dir = tempfile::tempdir().unwrap();
     let mut proc = start(&pg, &dir);
 
@@ -92,6 +97,11 @@ async fn the_console_shows_what_the_pools_did() {
     for i in 0..TRANSACTIONS {
         app.simple_query(&format!("SELECT {i}")).await.unwrap();
     }
+    let other = connect(&proc.url(&format!("{OTHER}.main"), PASSWORD, "postgres")).await;
+    for i in 0..OTHER_TRANSACTIONS {
+        other.simple_query(&format!("SELECT {i}")).await.unwrap();
+    }
+    drop(other);
     let console = connect(&proc.url(ADMIN, ADMIN_PASSWORD, "pgbouncer")).await;
 
     let pools = rows(&console, "SHOW POOLS").await;
@@ -108,8 +118,8 @@ async fn the_console_shows_what_the_pools_did() {
             "pool_mode"
         ]
     );
-    assert_eq!(pools.len(), 1, "{pools:?}");
-    let pool = &pools[0];
+    assert_eq!(pools.len(), 2, "{pools:?}");
+    let pool = pools.iter().find(|p| p[1] == USER).unwrap();
     assert_eq!((pool[0].as_str(), pool[1].as_str()), ("main", USER));
     // The one client, between transactions: active or parked, none waiting; the
     // pool's one connection idle.
@@ -121,27 +131,59 @@ async fn the_console_shows_what_the_pools_did() {
     assert_eq!((pool[5].as_str(), pool[6].as_str()), ("0", "1"), "{pool:?}");
     assert_eq!(pool[7], "transaction");
 
+    // Statistics per tenant, as PgBouncer's per database: both users' work.
     let stats = rows(&console, "SHOW STATS").await;
+    assert_eq!(stats.len(), 1, "one tenant: {stats:?}");
     let stat = &stats[0];
-    let xacts: u64 = stat[2].parse().unwrap();
-    let queries: u64 = stat[3].parse().unwrap();
+    assert_eq!(stat[0], "main");
+    let xacts: u64 = stat[1].parse().unwrap();
+    let queries: u64 = stat[2].parse().unwrap();
+    let run = TRANSACTIONS + OTHER_TRANSACTIONS;
     assert!(
-        (TRANSACTIONS..TRANSACTIONS + 3).contains(&xacts),
-        "{TRANSACTIONS} transactions run, {xacts} counted: {stat:?}"
+        (run..run + 3).contains(&xacts),
+        "{run} transactions run, {xacts} counted: {stat:?}"
     );
-    assert!(queries >= TRANSACTIONS, "{stat:?}");
-    let received: u64 = stat[4].parse().unwrap();
+    assert!(queries >= run, "{stat:?}");
+    let received: u64 = stat[3].parse().unwrap();
     assert!(
-        received > 0 && stat[5].parse::<u64>().unwrap() > 0,
+        received > 0 && stat[4].parse::<u64>().unwrap() > 0,
         "{stat:?}"
     );
-    assert_eq!(stat[8], "1", "one login: {stat:?}");
+    assert_eq!(stat[7], "2", "two logins: {stat:?}");
+    let totals = rows(&console, "SHOW STATS_TOTALS").await;
+    assert_eq!(
+        columns(&console, "SHOW STATS_TOTALS").await,
+        [
+            "database",
+            "xact_count",
+            "query_count",
+            "bytes_received",
+            "bytes_sent",
+            "xact_time",
+            "wait_time"
+        ]
+    );
+    assert_eq!(totals[0][..3], stat[..3], "the same counts: {totals:?}");
+
+    // The settings in force, as a monitoring tool reads them.
+    let config = rows(&console, "SHOW CONFIG").await;
+    let listen = config.iter().find(|r| r[0] == "listen").unwrap();
+    assert_eq!(listen[1], format!("{HOST}:{}", proc.port()));
+    assert_eq!(listen[2], "no");
+    let shutdown = config
+        .iter()
+        .find(|r| r[0] == "shutdown_timeout_ms")
+        .unwrap();
+    assert_eq!(
+        (shutdown[1].as_str(), shutdown[2].as_str()),
+        ("60000", "yes")
+    );
 
     let databases = rows(&console, "SHOW DATABASES").await;
     assert_eq!(databases.len(), 1);
     assert_eq!(databases[0][0], "main");
     assert_eq!(databases[0][2], pg.port().to_string());
-    assert_eq!(databases[0][6], "1", "one client: {databases:?}");
+    assert_eq!(databases[0][6], "1", "one client left: {databases:?}");
 
     let lists = rows(&console, "SHOW LISTS").await;
     let item = |name: &str| {
@@ -153,8 +195,9 @@ async fn the_console_shows_what_the_pools_did() {
     };
     assert_eq!(item("databases"), "1");
     assert_eq!(item("used_clients"), "1");
-    assert_eq!(item("used_servers"), "1");
-    assert_eq!(item("idle_servers"), "1");
+    // Each user's pool keeps the one connection it opened, idle.
+    assert_eq!(item("used_servers"), "2");
+    assert_eq!(item("idle_servers"), "2");
 
     let version = rows(&console, "SHOW VERSION").await;
     assert!(version[0][0].starts_with("Tidepool "), "{version:?}");
@@ -173,7 +216,7 @@ async fn the_console_shows_what_the_pools_did() {
         .any(|m| matches!(m, SimpleQueryMessage::Row(_))));
     let extended = console.query("SHOW POOLS", &[]).await.unwrap_err();
     assert_eq!(sqlstate(&extended), "0A000");
-    assert_eq!(rows(&console, "SHOW POOLS").await.len(), 1);
+    assert_eq!(rows(&console, "SHOW POOLS").await.len(), 2);
 
     // psql, as an operator types it.
     let conninfo = format!(
@@ -181,7 +224,7 @@ async fn the_console_shows_what_the_pools_did() {
         proc.port()
     );
     let out = run_psql(&conninfo, ADMIN_PASSWORD, "SHOW POOLS").unwrap();
-    assert!(out.starts_with(&format!("main|{USER}|")), "{out}");
+    assert!(out.contains(&format!("main|{USER}|")), "{out}");
 
     // The console holds no one up at shutdown (the file allows 60 s).
     drop(app);

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use super::auth::{authenticate, AuthFailure};
 use super::login::{method_for, send_fatal};
 use crate::app::App;
-use crate::config::User;
+use crate::config::{Config, User};
 use crate::error::ClientError;
 use crate::framed::{read_message, send, ReadError};
 use crate::listener::Peer;
@@ -236,8 +236,10 @@ enum Command {
     Version,
     Pools,
     Stats,
+    StatsTotals,
     Databases,
     Lists,
+    Config,
 }
 
 /// The commands of one Query message (split on `;`, case and spacing ignored),
@@ -263,6 +265,8 @@ fn parse_into(sql: &str, commands: &mut Vec<Command>) -> Result<(), String> {
                     "version" => Command::Version,
                     "pools" => Command::Pools,
                     "stats" => Command::Stats,
+                    "stats_totals" => Command::StatsTotals,
+                    "config" => Command::Config,
                     "databases" => Command::Databases,
                     "lists" => Command::Lists,
                     _ => return Err(words.join(" ")),
@@ -327,7 +331,7 @@ fn run(app: &App, command: Command, out: &mut BytesMut) {
                     code: "00000",
                     message: "Console usage",
                     detail: Some(
-                        "SHOW HELP|VERSION|POOLS|STATS|DATABASES|LISTS\n\
+                        "SHOW HELP|VERSION|CONFIG|POOLS|STATS|STATS_TOTALS|DATABASES|LISTS\n\
                          Tenants are the databases; each (tenant, user) has its pool.",
                     ),
                     hint: None,
@@ -361,11 +365,17 @@ fn run(app: &App, command: Command, out: &mut BytesMut) {
             );
         }
         Command::Stats => {
-            let rows = app.with_rows(None, |rows| rows.iter().map(stats_row).collect());
+            let rows = tenant_totals(app)
+                .into_iter()
+                .map(|(tenant, t)| {
+                    let mut row = vec![tenant];
+                    row.extend(t.iter().map(u64::to_string));
+                    row
+                })
+                .collect();
             table(
                 &[
                     ("database", TEXT),
-                    ("user", TEXT),
                     ("total_xact_count", INT),
                     ("total_query_count", INT),
                     ("total_received", INT),
@@ -375,7 +385,47 @@ fn run(app: &App, command: Command, out: &mut BytesMut) {
                     ("total_login_count", INT),
                     ("total_login_failed", INT),
                 ],
-                rows.unwrap_or_default(),
+                rows,
+                out,
+            );
+        }
+        Command::StatsTotals => {
+            let rows = tenant_totals(app)
+                .into_iter()
+                .map(|(tenant, t)| {
+                    let mut row = vec![tenant];
+                    row.extend(t.iter().take(6).map(u64::to_string));
+                    row
+                })
+                .collect();
+            table(
+                &[
+                    ("database", TEXT),
+                    ("xact_count", INT),
+                    ("query_count", INT),
+                    ("bytes_received", INT),
+                    ("bytes_sent", INT),
+                    ("xact_time", INT),
+                    ("wait_time", INT),
+                ],
+                rows,
+                out,
+            );
+        }
+        Command::Config => {
+            let rows = config_rows(&app.config())
+                .into_iter()
+                .map(|(key, value, changeable)| {
+                    vec![
+                        key.to_owned(),
+                        value,
+                        if changeable { "yes" } else { "no" }.to_owned(),
+                    ]
+                })
+                .collect();
+            table(
+                &[("key", TEXT), ("value", TEXT), ("changeable", TEXT)],
+                rows,
                 out,
             );
         }
@@ -460,20 +510,95 @@ fn pool_row(r: &Row<'_>) -> Vec<String> {
     ]
 }
 
-fn stats_row(r: &Row<'_>) -> Vec<String> {
+/// Each tenant's statistics summed over its users, in tenant order:
+/// transactions, queries, bytes received, bytes sent, transaction time and
+/// wait time (µs), logins, failed logins.
+fn tenant_totals(app: &App) -> Vec<(String, [u64; 8])> {
     use std::sync::atomic::Ordering::Relaxed;
-    let s = r.stats;
+    let totals = app.with_rows(None, |rows| {
+        let mut totals: Vec<(String, [u64; 8])> = Vec::new();
+        for r in rows {
+            let s = r.stats;
+            let counts = [
+                s.transactions.load(Relaxed),
+                s.queries.load(Relaxed),
+                s.client_bytes_in.load(Relaxed),
+                s.client_bytes_out.load(Relaxed),
+                s.transaction.sum_micros(),
+                s.checkout.sum_micros(),
+                s.logins_ok.load(Relaxed),
+                s.logins_failed.load(Relaxed),
+            ];
+            match totals.last_mut() {
+                Some((tenant, sum)) if tenant == r.labels.tenant => {
+                    for (total, n) in sum.iter_mut().zip(counts) {
+                        *total = total.saturating_add(n);
+                    }
+                }
+                _ => totals.push((r.labels.tenant.to_owned(), counts)),
+            }
+        }
+        totals
+    });
+    totals.unwrap_or_default()
+}
+
+/// The settings in force, under their configuration keys, with whether a
+/// reload changes them.
+fn config_rows(config: &Config) -> Vec<(&'static str, String, bool)> {
+    let (server, pool) = (&config.server, &config.pool);
+    let ms = |d: std::time::Duration| d.as_millis().to_string();
+    let secs = |d: std::time::Duration| d.as_secs().to_string();
     vec![
-        r.labels.tenant.to_owned(),
-        r.labels.user.to_owned(),
-        s.transactions.load(Relaxed).to_string(),
-        s.queries.load(Relaxed).to_string(),
-        s.client_bytes_in.load(Relaxed).to_string(),
-        s.client_bytes_out.load(Relaxed).to_string(),
-        s.transaction.sum_micros().to_string(),
-        s.checkout.sum_micros().to_string(),
-        s.logins_ok.load(Relaxed).to_string(),
-        s.logins_failed.load(Relaxed).to_string(),
+        ("listen", server.listen.to_string(), false),
+        (
+            "unix_socket_dir",
+            server
+                .unix_socket
+                .as_ref()
+                .and_then(|u| u.path.parent())
+                .map(|d| d.display().to_string())
+                .unwrap_or_default(),
+            false,
+        ),
+        (
+            "unix_socket_mode",
+            server
+                .unix_socket
+                .as_ref()
+                .map(|u| format!("0o{:o}", u.mode))
+                .unwrap_or_default(),
+            false,
+        ),
+        ("auth_timeout_ms", ms(server.auth_timeout), true),
+        ("shutdown_timeout_ms", ms(server.shutdown_timeout), true),
+        (
+            "max_message_size",
+            server.max_message_size.to_string(),
+            true,
+        ),
+        ("worker_threads", server.worker_threads.to_string(), false),
+        (
+            "park_idle_clients",
+            server.park_idle_clients.to_string(),
+            true,
+        ),
+        ("min_idle", pool.min_idle.to_string(), true),
+        ("idle_timeout_secs", secs(pool.idle_timeout), true),
+        ("max_lifetime_secs", secs(pool.max_lifetime), true),
+        ("connect_timeout_ms", ms(pool.connect_timeout), true),
+        ("checkout_timeout_ms", ms(pool.checkout_timeout), true),
+        ("reset_query", pool.reset_query.clone(), true),
+        (
+            "max_prepared_statements",
+            pool.max_prepared_statements.to_string(),
+            true,
+        ),
+        (
+            "auth_query_cache_secs",
+            secs(pool.auth_query_cache_ttl),
+            true,
+        ),
     ]
 }
 
