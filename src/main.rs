@@ -251,6 +251,15 @@ async fn serve(args: Args, config: Config, shards: Option<Arc<Shards>>) -> anyho
     if let Some(shards) = shards {
         app.use_shards(shards);
     }
+    let args = Arc::new(args);
+    if args.config.is_some() {
+        let args = args.clone();
+        app.set_reloader(Box::new(move |app: &App| {
+            load(&args)
+                .and_then(|c| app.reload(c).map_err(Into::into))
+                .map_err(|e| format!("{e:#}"))
+        }));
+    }
     let store = open_store(&app).await?;
     let api = start_api(&app, store).await?;
     let mut term = signal(SignalKind::terminate())?;
@@ -348,8 +357,8 @@ fn reload(app: &App, args: &Args) {
         tracing::info!("SIGHUP ignored: no configuration file to reload");
         return;
     }
-    match load(args).and_then(|c| app.reload(c).map_err(Into::into)) {
+    match app.reload_from_source() {
         Ok(()) => tracing::info!("configuration reloaded"),
-        Err(e) => tracing::error!("configuration not reloaded, keeping the old one: {e:#}"),
+        Err(e) => tracing::error!("configuration not reloaded, keeping the old one: {e}"),
     }
 }

@@ -293,3 +293,72 @@ async fn only_the_admin_with_its_password_reaches_the_console() {
     assert!(err.contains("admin.password"), "{err}");
     drop(proc);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_rereads_the_file_and_keeps_the_old_one_when_it_is_bad() {
+    let pg = PgServer::start();
+    pg.create_user(USER, PASSWORD).await;
+    let dir = tempfile::tempdir().unwrap();
+    let proc = start(&pg, &dir);
+    let console = connect(&proc.url(ADMIN, ADMIN_PASSWORD, "pgbouncer")).await;
+    let setting = |rows: Vec<Vec<String>>, key: &str| {
+        rows.into_iter()
+            .find(|r| r[0] == key)
+            .unwrap_or_else(|| panic!("no {key}"))[1]
+            .clone()
+    };
+    assert_eq!(
+        setting(rows(&console, "SHOW CONFIG").await, "shutdown_timeout_ms"),
+        "60000"
+    );
+
+    let path = dir.path().join("tidepool.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        text.replace("shutdown_timeout_ms = 60000", "shutdown_timeout_ms = 45000"),
+    )
+    .unwrap();
+    console.simple_query("RELOAD").await.unwrap();
+    assert_eq!(
+        setting(rows(&console, "SHOW CONFIG").await, "shutdown_timeout_ms"),
+        "45000"
+    );
+
+    // A file that does not validate: an error, and the settings in force stay.
+    std::fs::write(&path, "[server]\nlisten = \"nowhere\"\n").unwrap();
+    let e = console.simple_query("RELOAD").await.unwrap_err();
+    assert_eq!(sqlstate(&e), "F0000", "{e}");
+    assert_eq!(
+        setting(rows(&console, "SHOW CONFIG").await, "shutdown_timeout_ms"),
+        "45000"
+    );
+    // And clients are still served.
+    let app = connect(&proc.url(&format!("{USER}.main"), PASSWORD, "postgres")).await;
+    app.simple_query("SELECT 1").await.unwrap();
+
+    // Single-upstream mode has no file to re-read.
+    let port = free_port();
+    let listen = format!("{HOST}:{port}");
+    let upstream = pg.url(USER, PASSWORD, "postgres");
+    let single = TidepoolProc::start_with_env(
+        port,
+        &[
+            "--listen",
+            &listen,
+            "--upstream",
+            &upstream,
+            "--admin-user",
+            ADMIN,
+        ],
+        &[("TIDEPOOL_ADMIN_PASSWORD", ADMIN_PASSWORD)],
+    );
+    let console = connect(&single.url(ADMIN, ADMIN_PASSWORD, "tidepool")).await;
+    let e = console.simple_query("RELOAD").await.unwrap_err();
+    assert_eq!(sqlstate(&e), "F0000", "{e}");
+    let message = e
+        .as_db_error()
+        .map(|d| d.message().to_owned())
+        .unwrap_or_default();
+    assert!(message.contains("no configuration file"), "{message}");
+}

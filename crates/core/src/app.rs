@@ -58,7 +58,14 @@ pub struct App {
     parking: OnceLock<Option<Arc<Parking>>>,
     /// The runtimes client tasks run on; unset, they run on the current one.
     shards: OnceLock<Arc<Shards>>,
+    /// Re-reads the configuration from where it came from (the binary's file
+    /// and flags), for the admin console's RELOAD; unset, there is nothing to
+    /// re-read.
+    reloader: OnceLock<Reloader>,
 }
+
+/// See [`App::set_reloader`].
+pub type Reloader = Box<dyn Fn(&App) -> Result<(), String> + Send + Sync>;
 
 /// Why a reload was refused.
 #[derive(Debug, thiserror::Error)]
@@ -103,12 +110,28 @@ impl App {
             tasks: TaskTracker::new(),
             parking: OnceLock::new(),
             shards: OnceLock::new(),
+            reloader: OnceLock::new(),
         }))
     }
 
     /// Serves clients on these shards from now on (set once, at start).
     pub fn use_shards(&self, shards: Arc<Shards>) {
         let _ = self.shards.set(shards);
+    }
+
+    /// How to re-read the configuration (set once, at start, by the binary when
+    /// it has a file to re-read).
+    pub fn set_reloader(&self, reloader: Reloader) {
+        let _ = self.reloader.set(reloader);
+    }
+
+    /// Re-reads the configuration and applies it, as SIGHUP does; the reason
+    /// when it was not.
+    pub fn reload_from_source(&self) -> Result<(), String> {
+        match self.reloader.get() {
+            Some(reload) => reload(self),
+            None => Err("no configuration file to reload (single-upstream mode)".into()),
+        }
     }
 
     /// The shards client tasks run on, if any (else the current runtime).

@@ -1,8 +1,8 @@
 //! The admin console: the virtual database `pgbouncer` (or `tidepool`), where
 //! the configured admin user reads the pools and their statistics with SHOW
 //! commands over the simple query protocol, in the shape of PgBouncer's console
-//! (`psql -d pgbouncer -c 'SHOW POOLS'`). It only reads: nothing typed here
-//! changes the pooler.
+//! (`psql -d pgbouncer -c 'SHOW POOLS'`). It reads, and RELOAD re-reads the
+//! configuration as SIGHUP does; nothing else typed here changes the pooler.
 
 use std::sync::Arc;
 
@@ -240,6 +240,7 @@ enum Command {
     Databases,
     Lists,
     Config,
+    Reload,
 }
 
 /// The commands of one Query message (split on `;`, case and spacing ignored),
@@ -259,6 +260,7 @@ fn parse_into(sql: &str, commands: &mut Vec<Command>) -> Result<(), String> {
             continue;
         }
         let command = match words.as_slice() {
+            [reload] if reload.eq_ignore_ascii_case("reload") => Command::Reload,
             [show, what] if show.eq_ignore_ascii_case("show") => {
                 match what.to_ascii_lowercase().as_str() {
                     "help" => Command::Help,
@@ -332,6 +334,7 @@ fn run(app: &App, command: Command, out: &mut BytesMut) {
                     message: "Console usage",
                     detail: Some(
                         "SHOW HELP|VERSION|CONFIG|POOLS|STATS|STATS_TOTALS|DATABASES|LISTS\n\
+                         RELOAD\n\
                          Tenants are the databases; each (tenant, user) has its pool.",
                     ),
                     hint: None,
@@ -412,6 +415,16 @@ fn run(app: &App, command: Command, out: &mut BytesMut) {
                 out,
             );
         }
+        Command::Reload => match app.reload_from_source() {
+            Ok(()) => {
+                tracing::info!("configuration reloaded (admin console)");
+                backend::command_complete("RELOAD", out);
+            }
+            Err(e) => {
+                tracing::error!("configuration not reloaded, keeping the old one: {e}");
+                error("F0000", &format!("configuration not reloaded: {e}"), out);
+            }
+        },
         Command::Config => {
             let rows = config_rows(&app.config())
                 .into_iter()
@@ -629,6 +642,7 @@ mod tests {
         assert_eq!(parse(" ; "), known(vec![]));
         assert_eq!(parse("SHOW CLIENTS"), unknown(vec![], "SHOW CLIENTS"));
         assert_eq!(parse("PAUSE"), unknown(vec![], "PAUSE"));
+        assert_eq!(parse("reload;"), known(vec![Command::Reload]));
         assert_eq!(
             parse("SHOW POOLS extra"),
             unknown(vec![], "SHOW POOLS extra")
