@@ -362,3 +362,72 @@ async fn reload_rereads_the_file_and_keeps_the_old_one_when_it_is_bad() {
         .unwrap_or_default();
     assert!(message.contains("no configuration file"), "{message}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_waits_for_open_transactions_and_holds_new_ones_until_resume() {
+    let pg = PgServer::start();
+    pg.create_user(USER, PASSWORD).await;
+    let dir = tempfile::tempdir().unwrap();
+    let proc = start(&pg, &dir);
+    let url = proc.url(&format!("{USER}.main"), PASSWORD, "postgres");
+    let console = connect(&proc.url(ADMIN, ADMIN_PASSWORD, "pgbouncer")).await;
+    let unknown = console.simple_query("PAUSE nosuch").await.unwrap_err();
+    assert_eq!(sqlstate(&unknown), "3D000");
+
+    // A transaction is open: PAUSE waits for it to end.
+    let busy = connect(&url).await;
+    let waiting = connect(&url).await;
+    busy.batch_execute("BEGIN; SELECT 1").await.unwrap();
+    let pause =
+        tokio::spawn(async move { console.simple_query("PAUSE main").await.map(|_| console) });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !pause.is_finished(),
+        "PAUSE returned while a transaction was open"
+    );
+    busy.batch_execute("COMMIT").await.unwrap();
+    let console = tokio::time::timeout(Duration::from_secs(20), pause)
+        .await
+        .expect("PAUSE did not return once the transaction ended")
+        .unwrap()
+        .unwrap();
+    // Paused: the pool's connections are closed, so Postgres could restart.
+    let mut backends = i64::MAX;
+    for _ in 0..200 {
+        backends = pg.count_backends(USER).await;
+        if backends == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(backends, 0, "server connections still open while paused");
+
+    let databases = rows(&console, "SHOW DATABASES").await;
+    assert_eq!(databases[0][7], "1", "paused: {databases:?}");
+
+    // A new transaction waits while paused, and runs once resumed.
+    let held = tokio::spawn(async move {
+        let row = waiting.simple_query("SELECT 40 + 2").await;
+        (waiting, row)
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!held.is_finished(), "a transaction ran while paused");
+    let e = console.simple_query("RESUME other").await.unwrap_err();
+    assert_eq!(sqlstate(&e), "55000", "not paused: {e}");
+    console.simple_query("RESUME main").await.unwrap();
+    let (waiting, rows) = tokio::time::timeout(Duration::from_secs(20), held)
+        .await
+        .expect("the held transaction did not run after RESUME")
+        .unwrap();
+    let value = rows
+        .unwrap()
+        .into_iter()
+        .find_map(|m| match m {
+            SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(value, "42");
+    busy.simple_query("SELECT 1").await.unwrap();
+    drop(waiting);
+}

@@ -58,10 +58,27 @@ pub struct App {
     parking: OnceLock<Option<Arc<Parking>>>,
     /// The runtimes client tasks run on; unset, they run on the current one.
     shards: OnceLock<Arc<Shards>>,
+    /// Tenants whose pools lend nothing (the admin console's PAUSE); `None` in
+    /// the set's place pauses every tenant. Changed and read under the pools'
+    /// lock, so a pool made during a PAUSE starts paused.
+    paused: Mutex<Paused>,
     /// Re-reads the configuration from where it came from (the binary's file
     /// and flags), for the admin console's RELOAD; unset, there is nothing to
     /// re-read.
     reloader: OnceLock<Reloader>,
+}
+
+/// What is paused: everything, or these tenants.
+#[derive(Debug, Default)]
+struct Paused {
+    all: bool,
+    tenants: std::collections::HashSet<String>,
+}
+
+impl Paused {
+    fn covers(&self, tenant: &str) -> bool {
+        self.all || self.tenants.contains(tenant)
+    }
 }
 
 /// See [`App::set_reloader`].
@@ -111,12 +128,69 @@ impl App {
             parking: OnceLock::new(),
             shards: OnceLock::new(),
             reloader: OnceLock::new(),
+            paused: Mutex::new(Paused::default()),
         }))
     }
 
     /// Serves clients on these shards from now on (set once, at start).
     pub fn use_shards(&self, shards: Arc<Shards>) {
         let _ = self.shards.set(shards);
+    }
+
+    fn lock_paused(&self) -> std::sync::MutexGuard<'_, Paused> {
+        self.paused.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Pauses every tenant's pools (`None`) or one tenant's: they lend no
+    /// connection until [`Self::resume`], and pools made meanwhile start paused.
+    /// Returns the pools paused now; `None` when there is no such tenant.
+    pub fn pause(&self, tenant: Option<&str>) -> Option<Vec<Arc<Pool>>> {
+        if let Some(id) = tenant {
+            self.tenants.get(id)?;
+        }
+        let pools = self.lock_pools();
+        let mut paused = self.lock_paused();
+        match tenant {
+            None => paused.all = true,
+            Some(id) => {
+                paused.tenants.insert(id.to_owned());
+            }
+        }
+        let chosen: Vec<Arc<Pool>> = pools
+            .iter()
+            .filter(|((t, _), _)| paused.covers(t))
+            .map(|(_, p)| p.clone())
+            .collect();
+        for p in &chosen {
+            p.pause();
+        }
+        Some(chosen)
+    }
+
+    /// Whether `tenant`'s pools are paused.
+    pub fn is_paused(&self, tenant: &str) -> bool {
+        self.lock_paused().covers(tenant)
+    }
+
+    /// Ends a pause of every tenant (`None`, which also ends each tenant's) or
+    /// of one; `false` when that tenant was not paused.
+    pub fn resume(&self, tenant: Option<&str>) -> bool {
+        let pools = self.lock_pools();
+        let mut paused = self.lock_paused();
+        match tenant {
+            None => *paused = Paused::default(),
+            Some(id) => {
+                if paused.all || !paused.tenants.remove(id) {
+                    return false;
+                }
+            }
+        }
+        for ((t, _), p) in pools.iter() {
+            if !paused.covers(t) {
+                p.resume();
+            }
+        }
+        true
     }
 
     /// How to re-read the configuration (set once, at start, by the binary when
@@ -251,6 +325,9 @@ impl App {
             limits,
             stats,
         );
+        if self.lock_paused().covers(&tenant.id) {
+            pool.pause();
+        }
         pools.insert(key.clone(), pool.clone());
         drop(pools);
         self.spawn_maintenance(key, pool.clone());

@@ -1,8 +1,9 @@
 //! The admin console: the virtual database `pgbouncer` (or `tidepool`), where
 //! the configured admin user reads the pools and their statistics with SHOW
 //! commands over the simple query protocol, in the shape of PgBouncer's console
-//! (`psql -d pgbouncer -c 'SHOW POOLS'`). It reads, and RELOAD re-reads the
-//! configuration as SIGHUP does; nothing else typed here changes the pooler.
+//! (`psql -d pgbouncer -c 'SHOW POOLS'`). Besides reading, RELOAD re-reads the
+//! configuration as SIGHUP does, and PAUSE / RESUME stop and restart lending
+//! server connections (to restart a database without failing a client).
 
 use std::sync::Arc;
 
@@ -155,7 +156,7 @@ pub(super) async fn serve(
             }
             _ if skipping => {}
             tag::QUERY => match pgwire::frontend::decode_query(&body) {
-                Ok(sql) => answer(app, sql, &mut out),
+                Ok(sql) => answer(app, sql, &mut out).await,
                 Err(e) => {
                     send_fatal(&mut stream, &ClientError::Protocol(e)).await;
                     return;
@@ -230,8 +231,11 @@ fn login_answer(out: &mut BytesMut) {
 }
 
 /// A console command.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Command {
+    /// Every tenant (`None`) or one.
+    Pause(Option<String>),
+    Resume(Option<String>),
     Help,
     Version,
     Pools,
@@ -261,6 +265,14 @@ fn parse_into(sql: &str, commands: &mut Vec<Command>) -> Result<(), String> {
         }
         let command = match words.as_slice() {
             [reload] if reload.eq_ignore_ascii_case("reload") => Command::Reload,
+            [pause] if pause.eq_ignore_ascii_case("pause") => Command::Pause(None),
+            [pause, tenant] if pause.eq_ignore_ascii_case("pause") => {
+                Command::Pause(Some((*tenant).to_owned()))
+            }
+            [resume] if resume.eq_ignore_ascii_case("resume") => Command::Resume(None),
+            [resume, tenant] if resume.eq_ignore_ascii_case("resume") => {
+                Command::Resume(Some((*tenant).to_owned()))
+            }
             [show, what] if show.eq_ignore_ascii_case("show") => {
                 match what.to_ascii_lowercase().as_str() {
                     "help" => Command::Help,
@@ -282,7 +294,7 @@ fn parse_into(sql: &str, commands: &mut Vec<Command>) -> Result<(), String> {
 }
 
 /// Answers one Query message into `out`, ending with ReadyForQuery.
-fn answer(app: &App, sql: &str, out: &mut BytesMut) {
+async fn answer(app: &App, sql: &str, out: &mut BytesMut) {
     let (commands, unknown) = parse(sql);
     if commands.len() > MAX_COMMANDS {
         error(
@@ -294,7 +306,11 @@ fn answer(app: &App, sql: &str, out: &mut BytesMut) {
         out.extend_from_slice(&[tag::EMPTY_QUERY_RESPONSE, 0, 0, 0, 4]);
     } else {
         for command in commands {
-            run(app, command, out);
+            match command {
+                Command::Pause(tenant) => pause(app, tenant.as_deref(), out).await,
+                Command::Resume(tenant) => resume(app, tenant.as_deref(), out),
+                other => run(app, other, out),
+            }
         }
         if let Some(unknown) = unknown {
             error(
@@ -324,8 +340,61 @@ fn error(code: &str, message: &str, out: &mut BytesMut) {
 const INT: u32 = INT8_OID;
 const TEXT: u32 = TEXT_OID;
 
+/// How often PAUSE looks whether the lent connections have come back.
+const PAUSE_POLL: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// PAUSE: the pools lend nothing more; once every connection lent has come
+/// back (open transactions end, session-mode clients leave), their idle
+/// connections are closed, so the database can restart without killing any.
+async fn pause(app: &App, tenant: Option<&str>, out: &mut BytesMut) {
+    let Some(pools) = app.pause(tenant) else {
+        error(
+            "3D000",
+            &format!("no tenant \"{}\"", tenant.unwrap_or_default()),
+            out,
+        );
+        return;
+    };
+    tracing::info!(
+        tenant = tenant.unwrap_or("(all)"),
+        "PAUSE: waiting for lent connections"
+    );
+    while pools.iter().any(|p| p.lent() > 0) {
+        if app.shutdown.is_cancelled() {
+            error("57P01", "shutting down", out);
+            return;
+        }
+        tokio::time::sleep(PAUSE_POLL).await;
+    }
+    for p in &pools {
+        p.close_idle();
+    }
+    tracing::info!(tenant = tenant.unwrap_or("(all)"), "paused");
+    backend::command_complete("PAUSE", out);
+}
+
+/// RESUME: lends again; clients waiting get connections (new ones, after a
+/// PAUSE closed the idle ones).
+fn resume(app: &App, tenant: Option<&str>, out: &mut BytesMut) {
+    if app.resume(tenant) {
+        tracing::info!(tenant = tenant.unwrap_or("(all)"), "resumed");
+        backend::command_complete("RESUME", out);
+    } else {
+        error(
+            "55000",
+            &format!(
+                "tenant \"{}\" is not paused on its own (RESUME with no tenant ends a PAUSE of all)",
+                tenant.unwrap_or_default()
+            ),
+            out,
+        );
+    }
+}
+
 fn run(app: &App, command: Command, out: &mut BytesMut) {
     match command {
+        // Run by `answer`, which can wait.
+        Command::Pause(_) | Command::Resume(_) => {}
         Command::Help => {
             backend::error_response(
                 &ErrorFields {
@@ -335,6 +404,8 @@ fn run(app: &App, command: Command, out: &mut BytesMut) {
                     detail: Some(
                         "SHOW HELP|VERSION|CONFIG|POOLS|STATS|STATS_TOTALS|DATABASES|LISTS\n\
                          RELOAD\n\
+                         PAUSE [<tenant>]\n\
+                         RESUME [<tenant>]\n\
                          Tenants are the databases; each (tenant, user) has its pool.",
                     ),
                     hint: None,
@@ -457,6 +528,7 @@ fn run(app: &App, command: Command, out: &mut BytesMut) {
                         t.default_pool_size.to_string(),
                         t.max_clients.to_string(),
                         e.live.clients().to_string(),
+                        u8::from(app.is_paused(&t.id)).to_string(),
                     ]
                 })
                 .collect();
@@ -469,6 +541,7 @@ fn run(app: &App, command: Command, out: &mut BytesMut) {
                     ("pool_size", INT),
                     ("max_client_connections", INT),
                     ("current_client_connections", INT),
+                    ("paused", INT),
                 ],
                 rows,
                 out,
@@ -641,7 +714,15 @@ mod tests {
         );
         assert_eq!(parse(" ; "), known(vec![]));
         assert_eq!(parse("SHOW CLIENTS"), unknown(vec![], "SHOW CLIENTS"));
-        assert_eq!(parse("PAUSE"), unknown(vec![], "PAUSE"));
+        assert_eq!(parse("PAUSE"), known(vec![Command::Pause(None)]));
+        assert_eq!(
+            parse("pause Acme; RESUME acme"),
+            known(vec![
+                Command::Pause(Some("Acme".into())),
+                Command::Resume(Some("acme".into()))
+            ])
+        );
+        assert_eq!(parse("KILL x"), unknown(vec![], "KILL x"));
         assert_eq!(parse("reload;"), known(vec![Command::Reload]));
         assert_eq!(
             parse("SHOW POOLS extra"),

@@ -45,6 +45,9 @@ struct State {
     /// Permits to take out of circulation as they come back (the size shrank).
     debt: usize,
     closed: bool,
+    /// Nothing is lent: permits given back are kept, and waiters wait (the
+    /// admin console's PAUSE).
+    paused: bool,
     /// Waiters by shard: index 0 for threads that are not shards, `n + 1` for
     /// shard `n`.
     queues: Vec<VecDeque<Waiter>>,
@@ -154,7 +157,7 @@ impl Admission {
         if state.closed {
             return Err(NoPermit::Closed);
         }
-        if state.available == 0 {
+        if state.available == 0 || state.paused {
             return Err(NoPermit::Busy);
         }
         state.available -= 1;
@@ -176,7 +179,7 @@ impl Admission {
             if state.closed {
                 return Err(NoPermit::Closed);
             }
-            if state.available > 0 {
+            if state.available > 0 && !state.paused {
                 state.available -= 1;
                 return Ok(Permit {
                     admission: self.clone(),
@@ -243,6 +246,10 @@ impl Admission {
                     state.debt -= 1;
                     return;
                 }
+                if state.paused {
+                    state.available += 1;
+                    return;
+                }
                 match state.next_waiter(here) {
                     Some(w) => w,
                     None => {
@@ -279,6 +286,24 @@ impl Admission {
         let now = n.min(state.available);
         state.available -= now;
         state.debt += n - now;
+    }
+
+    /// Lends nothing more until [`Self::resume`]: permits given back are kept,
+    /// and checkouts wait (their deadlines still count).
+    pub fn pause(&self) {
+        self.lock().paused = true;
+    }
+
+    /// Lends again: the permits kept go to the waiters.
+    pub fn resume(&self) {
+        let kept = {
+            let mut state = self.lock();
+            state.paused = false;
+            std::mem::take(&mut state.available)
+        };
+        for _ in 0..kept {
+            self.give_back();
+        }
     }
 
     /// Refuses all further permits; waiters get [`NoPermit::Closed`].
@@ -397,6 +422,31 @@ mod tests {
         assert_eq!(waiting.await.unwrap(), Ok(()));
         // The waiter's permit came back when it dropped it.
         assert!(admission.try_acquire().is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_pause_lends_nothing_until_resumed() {
+        let admission = Admission::new(2);
+        let lent = admission.try_acquire().unwrap();
+        admission.pause();
+        assert_eq!(admission.try_acquire().err(), Some(NoPermit::Busy));
+        let (since, deadline) = far();
+        let waiter = tokio::spawn({
+            let admission = admission.clone();
+            async move { admission.acquire(since, deadline).await.map(drop) }
+        });
+        tokio::task::yield_now().await;
+        // Given back while paused: kept, not handed to the waiter.
+        drop(lent);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiter.is_finished(), "a permit was lent while paused");
+        admission.resume();
+        assert_eq!(waiter.await.unwrap(), Ok(()));
+        // Both permits are back in circulation.
+        let a = admission.try_acquire().unwrap();
+        let b = admission.try_acquire().unwrap();
+        assert_eq!(admission.try_acquire().err(), Some(NoPermit::Busy));
+        drop((a, b));
     }
 
     #[tokio::test]

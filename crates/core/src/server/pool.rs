@@ -417,6 +417,30 @@ impl Pool {
         }
     }
 
+    /// Lends no connection until [`Self::resume`]; checkouts wait meanwhile
+    /// (their checkout timeout still counts).
+    pub fn pause(&self) {
+        self.admission.pause();
+    }
+
+    pub fn resume(&self) {
+        self.admission.resume();
+    }
+
+    /// Connections lent now.
+    pub fn lent(&self) -> u32 {
+        self.stats.checked_out.load(Ordering::Relaxed)
+    }
+
+    /// Closes every idle connection (a paused pool, so that the database can
+    /// restart without killing any).
+    pub fn close_idle(&self) {
+        let idle = std::mem::take(&mut *self.lock_idle());
+        for c in idle {
+            self.close(c);
+        }
+    }
+
     /// Closes every idle connection and refuses new checkouts (shutdown).
     pub fn close_all(&self) {
         self.admission.close();
