@@ -236,6 +236,33 @@ impl PgServer {
     }
 }
 
+impl PgServer {
+    /// Restarts the server (fast shutdown: its sessions are ended) on the same
+    /// port and waits until it accepts connections again.
+    pub fn restart(&self) {
+        let restarted = server_command(&bin_dir().join("pg_ctl"))
+            .args([
+                "restart",
+                "--mode=fast",
+                "--wait",
+                "--timeout=60",
+                "--silent",
+                "-D",
+            ])
+            .arg(self.data_dir())
+            .arg("-l")
+            .arg(self.log_path())
+            .stdout(Stdio::null())
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run pg_ctl: {e}"));
+        assert!(
+            restarted.success() && wait_until(Duration::from_secs(10), || accepts_tcp(self.port)),
+            "PostgreSQL did not restart\n{}",
+            log_tail(&self.log_path(), LOG_TAIL_LINES)
+        );
+    }
+}
+
 impl Drop for PgServer {
     fn drop(&mut self) {
         if std::thread::panicking() && !self.log_reported {
