@@ -434,3 +434,27 @@ async fn pause_lets_the_database_restart_under_clients_without_an_error() {
     busy.simple_query("SELECT 1").await.unwrap();
     drop(waiting);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_does_not_hold_up_shutdown() {
+    let pg = PgServer::start();
+    pg.create_user(USER, PASSWORD).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut proc = start(&pg, &dir);
+    let client = connect(&proc.url(&format!("{USER}.main"), PASSWORD, "postgres")).await;
+    let console = connect(&proc.url(ADMIN, ADMIN_PASSWORD, "pgbouncer")).await;
+    console.simple_query("PAUSE").await.unwrap();
+    let held = tokio::spawn(async move { client.simple_query("SELECT 1").await.map(drop) });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!held.is_finished(), "a transaction ran while paused");
+    // The file gives clients 60 s to finish; a pause must not make them use it.
+    proc.signal(SIGTERM);
+    assert!(
+        proc.wait_exit(Duration::from_secs(20)).is_some(),
+        "shutdown waited on a paused pool\n{}",
+        proc.log()
+    );
+    // Told, not left hanging (57P01, or its result if it got a connection).
+    let answered = tokio::time::timeout(Duration::from_secs(5), held).await;
+    assert!(answered.is_ok(), "the held client got no answer");
+}

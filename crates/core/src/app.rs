@@ -66,6 +66,9 @@ pub struct App {
     /// and flags), for the admin console's RELOAD; unset, there is nothing to
     /// re-read.
     reloader: OnceLock<Reloader>,
+    /// One reload at a time (SIGHUP and RELOAD, from any thread): the steps of
+    /// one are not interleaved with another's.
+    reloading: Mutex<()>,
 }
 
 /// What is paused: everything, or these tenants.
@@ -128,6 +131,7 @@ impl App {
             parking: OnceLock::new(),
             shards: OnceLock::new(),
             reloader: OnceLock::new(),
+            reloading: Mutex::new(()),
             paused: Mutex::new(Paused::default()),
         }))
     }
@@ -200,11 +204,13 @@ impl App {
     }
 
     /// Re-reads the configuration and applies it, as SIGHUP does; the reason
-    /// when it was not.
+    /// when it was not. Blocking (file reads, SCRAM hashing of plain
+    /// passwords): call it where blocking is allowed.
     pub fn reload_from_source(&self) -> Result<(), String> {
+        let _one_at_a_time = self.reloading.lock().unwrap_or_else(|e| e.into_inner());
         match self.reloader.get() {
             Some(reload) => reload(self),
-            None => Err("no configuration file to reload (single-upstream mode)".into()),
+            None => Err("no configuration file to reload".into()),
         }
     }
 
@@ -249,6 +255,9 @@ impl App {
     pub fn shut_down(&self) {
         self.shutdown.cancel();
         self.client_signals.stop.fire();
+        // A pause would hold its waiting clients until the shutdown timeout:
+        // they get their connection and finish instead.
+        self.resume(None);
     }
 
     /// Ends every client now, mid-transaction or not (the shutdown timeout passed).

@@ -68,7 +68,7 @@ fn needs_tls(app: &App, stream: &Stream) -> bool {
 /// its commands until it leaves or the pooler shuts down. `out` holds what must
 /// precede the authentication request (NegotiateProtocolVersion).
 pub(super) async fn serve(
-    app: &App,
+    app: &Arc<App>,
     mut stream: Stream,
     mut buf: BytesMut,
     mut out: BytesMut,
@@ -294,7 +294,7 @@ fn parse_into(sql: &str, commands: &mut Vec<Command>) -> Result<(), String> {
 }
 
 /// Answers one Query message into `out`, ending with ReadyForQuery.
-async fn answer(app: &App, sql: &str, out: &mut BytesMut) {
+async fn answer(app: &Arc<App>, sql: &str, out: &mut BytesMut) {
     let (commands, unknown) = parse(sql);
     if commands.len() > MAX_COMMANDS {
         error(
@@ -309,6 +309,7 @@ async fn answer(app: &App, sql: &str, out: &mut BytesMut) {
             match command {
                 Command::Pause(tenant) => pause(app, tenant.as_deref(), out).await,
                 Command::Resume(tenant) => resume(app, tenant.as_deref(), out),
+                Command::Reload => reload(app, out).await,
                 other => run(app, other, out),
             }
         }
@@ -373,6 +374,23 @@ async fn pause(app: &App, tenant: Option<&str>, out: &mut BytesMut) {
     backend::command_complete("PAUSE", out);
 }
 
+/// RELOAD: as SIGHUP, on a blocking thread (reading files and hashing
+/// passwords must not stall the clients of this one).
+async fn reload(app: &Arc<App>, out: &mut BytesMut) {
+    let app = app.clone();
+    let done = tokio::task::spawn_blocking(move || app.reload_from_source()).await;
+    match done.unwrap_or_else(|e| Err(format!("the reload failed: {e}"))) {
+        Ok(()) => {
+            tracing::info!("configuration reloaded (admin console)");
+            backend::command_complete("RELOAD", out);
+        }
+        Err(e) => {
+            tracing::error!("configuration not reloaded, keeping the old one: {e}");
+            error("F0000", &format!("configuration not reloaded: {e}"), out);
+        }
+    }
+}
+
 /// RESUME: lends again; clients waiting get connections (new ones, after a
 /// PAUSE closed the idle ones).
 fn resume(app: &App, tenant: Option<&str>, out: &mut BytesMut) {
@@ -394,7 +412,7 @@ fn resume(app: &App, tenant: Option<&str>, out: &mut BytesMut) {
 fn run(app: &App, command: Command, out: &mut BytesMut) {
     match command {
         // Run by `answer`, which can wait.
-        Command::Pause(_) | Command::Resume(_) => {}
+        Command::Pause(_) | Command::Resume(_) | Command::Reload => {}
         Command::Help => {
             backend::error_response(
                 &ErrorFields {
@@ -486,16 +504,6 @@ fn run(app: &App, command: Command, out: &mut BytesMut) {
                 out,
             );
         }
-        Command::Reload => match app.reload_from_source() {
-            Ok(()) => {
-                tracing::info!("configuration reloaded (admin console)");
-                backend::command_complete("RELOAD", out);
-            }
-            Err(e) => {
-                tracing::error!("configuration not reloaded, keeping the old one: {e}");
-                error("F0000", &format!("configuration not reloaded: {e}"), out);
-            }
-        },
         Command::Config => {
             let rows = config_rows(&app.config())
                 .into_iter()

@@ -48,6 +48,9 @@ struct State {
     /// Nothing is lent: permits given back are kept, and waiters wait (the
     /// admin console's PAUSE).
     paused: bool,
+    /// Permits held now (each a live [`Permit`]): what a PAUSE waits to see
+    /// come back, connects and hand-overs in progress included.
+    lent: usize,
     /// Waiters by shard: index 0 for threads that are not shards, `n + 1` for
     /// shard `n`.
     queues: Vec<VecDeque<Waiter>>,
@@ -72,7 +75,7 @@ pub struct Permit {
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        self.admission.give_back();
+        self.admission.give_back(true);
     }
 }
 
@@ -161,6 +164,7 @@ impl Admission {
             return Err(NoPermit::Busy);
         }
         state.available -= 1;
+        state.lent += 1;
         Ok(Permit {
             admission: self.clone(),
         })
@@ -181,6 +185,7 @@ impl Admission {
             }
             if state.available > 0 && !state.paused {
                 state.available -= 1;
+                state.lent += 1;
                 return Ok(Permit {
                     admission: self.clone(),
                 });
@@ -202,6 +207,7 @@ impl Admission {
         };
         match (&mut waiting.rx).await {
             Ok(()) => {
+                // Counted as lent when it was granted.
                 waiting.rx.close();
                 Ok(Permit {
                     admission: self.clone(),
@@ -237,11 +243,16 @@ impl Admission {
     }
 
     /// Gives a permit back: to a waiter, to the debt, or to the available ones.
-    fn give_back(&self) {
+    /// `from_holder` when a [`Permit`] is dropped (it was counted as lent).
+    fn give_back(&self, from_holder: bool) {
         let here = queue_index(shard::current());
+        let mut from_holder = from_holder;
         loop {
             let waiter = {
                 let mut state = self.lock();
+                if std::mem::take(&mut from_holder) {
+                    state.lent = state.lent.saturating_sub(1);
+                }
                 if state.debt > 0 {
                     state.debt -= 1;
                     return;
@@ -251,7 +262,12 @@ impl Admission {
                     return;
                 }
                 match state.next_waiter(here) {
-                    Some(w) => w,
+                    Some(w) => {
+                        // Lent from the grant on, so that no moment of a
+                        // hand-over looks like a pool with nothing lent.
+                        state.lent += 1;
+                        w
+                    }
                     None => {
                         state.available += 1;
                         return;
@@ -262,7 +278,9 @@ impl Admission {
             if waiter.grant.send(()).is_ok() {
                 return;
             }
-            // It gave up between the look and the grant: the next one.
+            // It gave up between the look and the grant: the next one (and the
+            // grant is not lent after all).
+            from_holder = true;
         }
     }
 
@@ -275,7 +293,7 @@ impl Admission {
             paid
         };
         for _ in paid..n {
-            self.give_back();
+            self.give_back(false);
         }
     }
 
@@ -302,7 +320,7 @@ impl Admission {
             std::mem::take(&mut state.available)
         };
         for _ in 0..kept {
-            self.give_back();
+            self.give_back(false);
         }
     }
 
@@ -321,6 +339,11 @@ impl Admission {
     pub fn is_closed(&self) -> bool {
         self.lock().closed
     }
+
+    /// Permits held now.
+    pub fn lent(&self) -> usize {
+        self.lock().lent
+    }
 }
 
 /// A waiter in its queue; dropped before its grant arrived, it leaves the queue
@@ -334,7 +357,8 @@ impl Drop for Waiting<'_> {
     fn drop(&mut self) {
         self.rx.close();
         if let Ok(()) = self.rx.try_recv() {
-            self.admission.give_back();
+            // Granted (and so counted as lent) but never held.
+            self.admission.give_back(true);
         }
     }
 }
@@ -447,6 +471,28 @@ mod tests {
         let b = admission.try_acquire().unwrap();
         assert_eq!(admission.try_acquire().err(), Some(NoPermit::Busy));
         drop((a, b));
+    }
+
+    #[tokio::test]
+    async fn permits_held_are_counted_through_hand_overs() {
+        let admission = Admission::new(1);
+        let held = admission.try_acquire().unwrap();
+        assert_eq!(admission.lent(), 1);
+        let (since, deadline) = far();
+        let waiter = tokio::spawn({
+            let admission = admission.clone();
+            async move {
+                let permit = admission.acquire(since, deadline).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                drop(permit);
+            }
+        });
+        tokio::task::yield_now().await;
+        drop(held);
+        // Handed over: still one lent, until the waiter lets it go.
+        assert_eq!(admission.lent(), 1);
+        waiter.await.unwrap();
+        assert_eq!(admission.lent(), 0);
     }
 
     #[tokio::test]

@@ -427,9 +427,10 @@ impl Pool {
         self.admission.resume();
     }
 
-    /// Connections lent now.
-    pub fn lent(&self) -> u32 {
-        self.stats.checked_out.load(Ordering::Relaxed)
+    /// Permits held now: connections lent, being opened (for a client or for
+    /// `min_idle`) or being handed over.
+    pub fn lent(&self) -> usize {
+        self.admission.lent()
     }
 
     /// Closes every idle connection (a paused pool, so that the database can
