@@ -27,18 +27,21 @@ const ADMIN_PASSWORD: &str = "console-admin-pw";
 /// Tidepool from a file with one tenant `main`, the admin user, and a long
 /// shutdown timeout.
 fn start(pg: &PgServer, dir: &tempfile::TempDir) -> TidepoolProc {
-    start_with(pg, dir, "")
+    start_with(pg, dir, "").0
 }
 
-/// [`start`] with `tenant_extra` keys for tenant `main`.
-fn start_with(pg: &PgServer, dir: &tempfile::TempDir, tenant_extra: &str) -> TidepoolProc {
+/// [`start`] with `tenant_extra` keys for tenant `main`; also the port of its
+/// metrics endpoint.
+fn start_with(pg: &PgServer, dir: &tempfile::TempDir, tenant_extra: &str) -> (TidepoolProc, u16) {
     let port = free_port();
+    let api_port = free_port();
     let path = dir.path().join("tidepool.toml");
     std::fs::write(
         &path,
         format!(
             "[server]\nlisten = \"{HOST}:{port}\"\nshutdown_timeout_ms = 60000\n\n\
              [admin]\nuser = \"{ADMIN}\"\npassword = \"{ADMIN_PASSWORD}\"\n\n\
+             [api]\nlisten = \"{HOST}:{api_port}\"\njwt_secret = \"console-test-secret\"\n\n\
              [[tenants]]\nexternal_id = \"main\"\ndb_host = \"{HOST}\"\ndb_port = {}\n\
              db_database = \"postgres\"\ndefault_pool_size = 2\n{tenant_extra}\n\n\
              [[tenants.users]]\ndb_user = \"{USER}\"\ndb_password = \"{PASSWORD}\"\n\n\
@@ -47,7 +50,32 @@ fn start_with(pg: &PgServer, dir: &tempfile::TempDir, tenant_extra: &str) -> Tid
         ),
     )
     .unwrap();
-    TidepoolProc::start_on(port, &["--config", path.to_str().unwrap()])
+    let proc = TidepoolProc::start_on(port, &["--config", path.to_str().unwrap()]);
+    assert!(
+        common::wait_until(Duration::from_secs(60), || common::accepts_tcp(api_port)),
+        "no metrics endpoint\n{}",
+        proc.log()
+    );
+    (proc, api_port)
+}
+
+/// Process-wide metric `name` from the metrics endpoint.
+fn metric(api_port: u16, name: &str) -> u64 {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(60)))
+        .build()
+        .into();
+    let body = agent
+        .get(format!("http://{HOST}:{api_port}/metrics"))
+        .call()
+        .unwrap_or_else(|e| panic!("GET /metrics: {e}"))
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    body.lines()
+        .find_map(|line| line.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{name} missing:\n{body}"))
 }
 
 /// The rows of a simple query's result, as text.
@@ -243,7 +271,7 @@ async fn only_the_admin_with_its_password_reaches_the_console() {
     let pg = PgServer::start();
     pg.create_user(USER, PASSWORD).await;
     let dir = tempfile::tempdir().unwrap();
-    let proc = start(&pg, &dir);
+    let (proc, api_port) = start_with(&pg, &dir, "");
 
     let wrong = try_connect(&proc.url(ADMIN, "not-it", "pgbouncer"))
         .await
@@ -268,9 +296,15 @@ async fn only_the_admin_with_its_password_reaches_the_console() {
         .unwrap_err();
     assert_eq!(sqlstate(&e), "28P01");
 
+    // Counted: three refused (a wrong password, a tenant's user, an unknown
+    // name), one let in.
+    let _admin = connect(&proc.url(ADMIN, ADMIN_PASSWORD, "pgbouncer")).await;
+    assert_eq!(metric(api_port, "tidepool_console_logins_failed_total"), 3);
+    assert_eq!(metric(api_port, "tidepool_console_logins_total"), 1);
+
     // When a tenant demands TLS, so does the console.
     let tls_dir = tempfile::tempdir().unwrap();
-    let strict = start_with(&pg, &tls_dir, "enforce_ssl = true");
+    let (strict, _) = start_with(&pg, &tls_dir, "enforce_ssl = true");
     let e = try_connect(&strict.url(ADMIN, ADMIN_PASSWORD, "pgbouncer"))
         .await
         .unwrap_err();

@@ -66,6 +66,8 @@ pub struct App {
     /// and flags), for the admin console's RELOAD; unset, there is nothing to
     /// re-read.
     reloader: OnceLock<Reloader>,
+    /// Admin console logins, for the metrics.
+    pub console_logins: crate::metrics::ConsoleLogins,
     /// One reload at a time (SIGHUP and RELOAD, from any thread): the steps of
     /// one are not interleaved with another's.
     reloading: Mutex<()>,
@@ -132,6 +134,7 @@ impl App {
             shards: OnceLock::new(),
             reloader: OnceLock::new(),
             reloading: Mutex::new(()),
+            console_logins: crate::metrics::ConsoleLogins::default(),
             paused: Mutex::new(Paused::default()),
         }))
     }
@@ -541,7 +544,18 @@ impl App {
             let mut out = String::with_capacity(4096 + rows.len() * 2048);
             crate::metrics::render(rows, &mut out);
             if only.is_none() {
-                crate::metrics::render_process(self.parked_clients(), &mut out);
+                let process = crate::metrics::ProcessCounts {
+                    parked_clients: self.parked_clients() as u64,
+                    console_logins_ok: self
+                        .console_logins
+                        .ok
+                        .load(std::sync::atomic::Ordering::Relaxed),
+                    console_logins_failed: self
+                        .console_logins
+                        .failed
+                        .load(std::sync::atomic::Ordering::Relaxed),
+                };
+                crate::metrics::render_process(&process, &mut out);
             }
             out
         })

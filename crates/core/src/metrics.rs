@@ -214,14 +214,46 @@ const FAMILIES: [Family; 16] = [
 ];
 
 /// Writes the gauges of the whole process (not per tenant).
-pub fn render_process(parked_clients: usize, out: &mut String) {
-    let name = "tidepool_parked_clients";
-    let _ = writeln!(
-        out,
-        "# HELP {name} Idle clients parked outside the runtime (no task, no reactor slot) until they send something."
-    );
-    let _ = writeln!(out, "# TYPE {name} gauge");
-    let _ = writeln!(out, "{name} {parked_clients}");
+pub fn render_process(process: &ProcessCounts, out: &mut String) {
+    for (name, kind, help, value) in [
+        (
+            "tidepool_parked_clients",
+            "gauge",
+            "Idle clients parked outside the runtime (no task, no reactor slot) until they send something.",
+            process.parked_clients,
+        ),
+        (
+            "tidepool_console_logins_total",
+            "counter",
+            "Admin console logins that succeeded.",
+            process.console_logins_ok,
+        ),
+        (
+            "tidepool_console_logins_failed_total",
+            "counter",
+            "Admin console logins refused: a wrong password, another user, or TLS required.",
+            process.console_logins_failed,
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        let _ = writeln!(out, "{name} {value}");
+    }
+}
+
+/// Counts of the whole process, not of a tenant.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ProcessCounts {
+    pub parked_clients: u64,
+    pub console_logins_ok: u64,
+    pub console_logins_failed: u64,
+}
+
+/// Admin console logins, counted as they end.
+#[derive(Debug, Default)]
+pub struct ConsoleLogins {
+    pub ok: AtomicU64,
+    pub failed: AtomicU64,
 }
 
 /// Writes `rows` in the Prometheus text format (version 0.0.4).

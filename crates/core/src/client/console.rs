@@ -82,6 +82,7 @@ pub(super) async fn serve(
             tenant: "admin console".into(),
         };
         tracing::info!(%peer, error = %e, "admin console refused");
+        count(app, false);
         send_fatal(&mut stream, &e).await;
         return;
     }
@@ -106,21 +107,26 @@ pub(super) async fn serve(
             let e = ClientError::AuthFailed {
                 user: user_name.to_owned(),
             };
+            tracing::info!(%peer, user = %user_name, "admin console login failed: not the admin");
+            count(app, false);
             send_fatal(&mut stream, &e).await;
             return;
         }
         Ok(Err(AuthFailure::Gone)) => return,
         Ok(Err(AuthFailure::Client(e))) => {
             tracing::info!(%peer, user = %user_name, error = %e, "admin console login failed");
+            count(app, false);
             send_fatal(&mut stream, &e).await;
             return;
         }
         Err(_) => {
+            count(app, false);
             send_fatal(&mut stream, &ClientError::AuthTimeout).await;
             return;
         }
     }
     tracing::info!(%peer, user = %admin.name, "admin console login");
+    count(app, true);
     login_answer(&mut out);
     // Every write gives way to shutdown: a client that stops reading holds
     // nothing up.
@@ -190,6 +196,16 @@ pub(super) async fn serve(
             return;
         }
     }
+}
+
+/// Counts a console login that succeeded (`ok`) or was refused.
+fn count(app: &App, ok: bool) {
+    let counter = if ok {
+        &app.console_logins.ok
+    } else {
+        &app.console_logins.failed
+    };
+    counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// Sends `out`, or gives up when the pooler starts shutting down; `false` when
@@ -634,7 +650,15 @@ fn tenant_totals(app: &App) -> Vec<(String, [u64; 8])> {
         }
         totals
     });
-    totals.unwrap_or_default()
+    let mut totals = totals.unwrap_or_default();
+    // A tenant no client has reached yet has a row too, of zeros.
+    for e in app.tenants.list() {
+        if !totals.iter().any(|(t, _)| *t == e.tenant.id) {
+            totals.push((e.tenant.id.clone(), [0; 8]));
+        }
+    }
+    totals.sort_by(|a, b| a.0.cmp(&b.0));
+    totals
 }
 
 /// The settings in force, under their configuration keys, with whether a
