@@ -65,10 +65,13 @@ if tp_port_in_use "$api_port"; then
 fi
 API_JWT_SECRET="$(head -c 32 /dev/urandom | base64)"
 TIDEPOOL_ENCRYPTION_KEY="$(head -c 32 /dev/urandom | base64)"
-export API_JWT_SECRET TIDEPOOL_ENCRYPTION_KEY
+TIDEPOOL_ADMIN_PASSWORD="$(head -c 12 /dev/urandom | base64 | tr -d '/+=')"
+export API_JWT_SECRET TIDEPOOL_ENCRYPTION_KEY TIDEPOOL_ADMIN_PASSWORD
+SOCKET_DIR="$WORK_DIR/socket"
+mkdir -p "$SOCKET_DIR"
 tp_tidepool_start "$TIDEPOOL_BIN" "$port" "$WORK_DIR/tidepool.log" \
     --metadata-url "postgres://postgres:postgres@127.0.0.1:$TP_PG_PORT/tidepool_meta" \
-    --api-listen "127.0.0.1:$api_port"
+    --api-listen "127.0.0.1:$api_port" --unix-socket-dir "$SOCKET_DIR" --admin-user admin
 tp_wait_port "$api_port" 15 "$TP_TIDEPOOL_PID" || tp_die "the API did not listen on 127.0.0.1:$api_port"
 
 token="$(tp_jwt "$API_JWT_SECRET" 86400)"
@@ -89,6 +92,14 @@ it (transaction pooling, pool size $POOL_SIZE).
 Connect through Tidepool (user "demo" of tenant "demo"):
 
     psql "postgres://$DEMO_USER.demo:$DEMO_PASSWORD@127.0.0.1:$port/$DEMO_DB"
+
+or through its Unix socket:
+
+    PGPASSWORD=$DEMO_PASSWORD psql -h $SOCKET_DIR -p $port -U $DEMO_USER.demo $DEMO_DB
+
+Admin console (PgBouncer's SHOW POOLS, SHOW STATS, PAUSE, RESUME, ...):
+
+    PGPASSWORD=$TIDEPOOL_ADMIN_PASSWORD psql -h 127.0.0.1 -p $port -U admin pgbouncer -c 'SHOW POOLS'
 
 Add tenant "acme" (here the same database) with one line, then connect as $DEMO_USER.acme:
 
