@@ -142,7 +142,7 @@ pub(super) async fn serve(
             () = app.shutdown.cancelled() => {
                 let mut fatal = BytesMut::new();
                 ClientError::ShuttingDown.encode_fatal(&mut fatal);
-                let _ = sent_unless_shutdown_or_late(&mut stream, &mut fatal).await;
+                let _ = sent_within_a_second(&mut stream, &mut fatal).await;
                 return;
             }
         };
@@ -218,7 +218,7 @@ async fn sent_unless_shutdown(app: &App, stream: &mut Stream, out: &mut BytesMut
 }
 
 /// Sends a last message, giving up after a moment.
-async fn sent_unless_shutdown_or_late(stream: &mut Stream, out: &mut BytesMut) -> bool {
+async fn sent_within_a_second(stream: &mut Stream, out: &mut BytesMut) -> bool {
     matches!(
         tokio::time::timeout(std::time::Duration::from_secs(1), send(stream, out)).await,
         Ok(Ok(()))
@@ -330,9 +330,16 @@ async fn answer(app: &Arc<App>, sql: &str, out: &mut BytesMut) {
             }
         }
         if let Some(unknown) = unknown {
+            // Echoed back at most this long (the query may be 64 KB).
+            let shown: String = unknown.chars().take(80).collect();
+            let more = if shown.len() < unknown.len() {
+                "..."
+            } else {
+                ""
+            };
             error(
                 "0A000",
-                &format!("unsupported admin console command: {unknown}"),
+                &format!("unsupported admin console command: {shown}{more}"),
                 out,
             );
         }
