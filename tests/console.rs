@@ -59,25 +59,6 @@ fn start_with(pg: &PgServer, dir: &tempfile::TempDir, tenant_extra: &str) -> (Ti
     (proc, api_port)
 }
 
-/// Process-wide metric `name` from the metrics endpoint.
-fn metric(api_port: u16, name: &str) -> u64 {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(60)))
-        .build()
-        .into();
-    let body = agent
-        .get(format!("http://{HOST}:{api_port}/metrics"))
-        .call()
-        .unwrap_or_else(|e| panic!("GET /metrics: {e}"))
-        .body_mut()
-        .read_to_string()
-        .unwrap();
-    body.lines()
-        .find_map(|line| line.strip_prefix(&format!("{name} ")))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("{name} missing:\n{body}"))
-}
-
 /// The rows of a simple query's result, as text.
 async fn rows(client: &Client, sql: &str) -> Vec<Vec<String>> {
     client
@@ -299,8 +280,14 @@ async fn only_the_admin_with_its_password_reaches_the_console() {
     // Counted: three refused (a wrong password, a tenant's user, an unknown
     // name), one let in.
     let _admin = connect(&proc.url(ADMIN, ADMIN_PASSWORD, "pgbouncer")).await;
-    assert_eq!(metric(api_port, "tidepool_console_logins_failed_total"), 3);
-    assert_eq!(metric(api_port, "tidepool_console_logins_total"), 1);
+    assert_eq!(
+        common::process_metric(api_port, "tidepool_console_logins_failed_total"),
+        3
+    );
+    assert_eq!(
+        common::process_metric(api_port, "tidepool_console_logins_total"),
+        1
+    );
 
     // When a tenant demands TLS, so does the console.
     let tls_dir = tempfile::tempdir().unwrap();

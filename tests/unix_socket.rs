@@ -122,21 +122,7 @@ impl Node {
     }
 
     fn parked(&self) -> u64 {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .timeout_global(Some(NO_HANG))
-            .build()
-            .into();
-        let body = agent
-            .get(format!("http://{HOST}:{}/metrics", self.api_port))
-            .call()
-            .unwrap_or_else(|e| panic!("GET /metrics: {e}"))
-            .body_mut()
-            .read_to_string()
-            .unwrap();
-        body.lines()
-            .find_map(|line| line.strip_prefix("tidepool_parked_clients "))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("tidepool_parked_clients missing:\n{body}"))
+        common::process_metric(self.api_port, "tidepool_parked_clients")
     }
 
     fn wait_parked(&self, n: u64) {

@@ -110,6 +110,25 @@ pub fn log_tail(path: &Path, lines: usize) -> String {
     )
 }
 
+/// Metric `name` without labels, from the metrics endpoint on `api_port`.
+pub fn process_metric(api_port: u16, name: &str) -> u64 {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(60)))
+        .build()
+        .into();
+    let body = agent
+        .get(format!("http://{HOST}:{api_port}/metrics"))
+        .call()
+        .unwrap_or_else(|e| panic!("GET /metrics: {e}"))
+        .body_mut()
+        .read_to_string()
+        .unwrap_or_else(|e| panic!("GET /metrics body: {e}"));
+    body.lines()
+        .find_map(|line| line.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{name} missing:\n{body}"))
+}
+
 /// A `[[tenants]]` entry (pool size 2, database `postgres` on `pg_port`) with
 /// `extra` keys, and one `[[tenants.users]]` entry.
 pub fn tenant_toml(id: &str, pg_port: u16, extra: &str, user: &str, password: &str) -> String {
