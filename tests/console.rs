@@ -270,8 +270,16 @@ async fn only_the_admin_with_its_password_reaches_the_console() {
         .unwrap_err();
     assert_eq!(sqlstate(&e), "28P01", "{e}");
 
+    // No client has reached tenant main yet (the refusals above were the
+    // console's): it has a row all the same, of zeros.
+    let admin = connect(&proc.url(ADMIN, ADMIN_PASSWORD, "pgbouncer")).await;
+    let stats = rows(&admin, "SHOW STATS").await;
+    assert_eq!(stats.len(), 1, "{stats:?}");
+    assert_eq!(stats[0][0], "main");
+    assert!(stats[0][1..].iter().all(|n| n == "0"), "{stats:?}");
+
     // The admin's name with another database is no console either: no such
-    // user in the tenant.
+    // user in the tenant (a failed login of tenant main).
     let e = try_connect(&proc.url(&format!("{ADMIN}.main"), ADMIN_PASSWORD, "postgres"))
         .await
         .unwrap_err();
@@ -279,7 +287,6 @@ async fn only_the_admin_with_its_password_reaches_the_console() {
 
     // Counted: three refused (a wrong password, a tenant's user, an unknown
     // name), one let in.
-    let _admin = connect(&proc.url(ADMIN, ADMIN_PASSWORD, "pgbouncer")).await;
     assert_eq!(
         common::process_metric(api_port, "tidepool_console_logins_failed_total"),
         3
