@@ -24,21 +24,18 @@ impl Stream {
         matches!(self, Self::ServerTls(_) | Self::ClientTls(_))
     }
 
+    /// Whether no one between the two ends can read what passes: TLS, or a
+    /// Unix socket (which never leaves the machine). Where a password may go in
+    /// clear and where a demand for TLS is met.
+    pub fn is_confidential(&self) -> bool {
+        self.is_tls() || matches!(self, Self::Unix(_))
+    }
+
     /// The server name a TLS client asked for (SNI), if any.
     pub fn server_name(&self) -> Option<&str> {
         match self {
             Self::ServerTls(s) => s.get_ref().1.server_name(),
             _ => None,
-        }
-    }
-
-    /// The TCP socket underneath, if there is one.
-    pub fn tcp(&self) -> Option<&TcpStream> {
-        match self {
-            Self::Plain(s) => Some(s),
-            Self::Unix(_) => None,
-            Self::ServerTls(s) => Some(s.get_ref().0),
-            Self::ClientTls(s) => Some(s.get_ref().0),
         }
     }
 
@@ -48,12 +45,19 @@ impl Stream {
     /// reactor has not seen the socket become readable.
     pub fn try_quiet(&self) -> Option<bool> {
         let mut byte = [0u8; 1];
-        let read = match self {
-            Self::Plain(s) => s.try_read(&mut byte),
-            Self::Unix(s) => s.try_read(&mut byte),
-            Self::ServerTls(_) | Self::ClientTls(_) => return None,
-        };
+        let read = self.try_read_plain(&mut byte)?;
         Some(matches!(read, Err(e) if e.kind() == io::ErrorKind::WouldBlock))
+    }
+
+    /// Without blocking: reads what a plain TCP or Unix socket has now
+    /// (`WouldBlock` when nothing). `None` for TLS, whose bytes must go through
+    /// its session.
+    pub fn try_read_plain(&self, buf: &mut [u8]) -> Option<io::Result<usize>> {
+        match self {
+            Self::Plain(s) => Some(s.try_read(buf)),
+            Self::Unix(s) => Some(s.try_read(buf)),
+            Self::ServerTls(_) | Self::ClientTls(_) => None,
+        }
     }
 
     /// Moves a plain TCP or Unix socket from the reactor that watched it to this

@@ -98,8 +98,7 @@ pub async fn authenticate(
             }
         }
         AuthMethod::Password => {
-            // A Unix socket never leaves the machine: no one on the way to sniff.
-            if !stream.is_tls() && !matches!(stream, Stream::Unix(_)) {
+            if !stream.is_confidential() {
                 return Err(AuthFailure::Client(ClientError::CleartextWithoutTls));
             }
             backend::auth_cleartext(&mut out);

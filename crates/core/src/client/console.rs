@@ -59,9 +59,7 @@ pub(super) struct ConsoleLogin {
 /// demands TLS (as `--require-tls` does), so does the console. A client of the
 /// Unix socket is exempt, as it is for tenants.
 fn needs_tls(app: &App, stream: &Stream) -> bool {
-    !stream.is_tls()
-        && !matches!(stream, Stream::Unix(_))
-        && app.tenants.list().iter().any(|e| e.tenant.enforce_ssl)
+    !stream.is_confidential() && app.tenants.list().iter().any(|e| e.tenant.enforce_ssl)
 }
 
 /// A console session: authenticates the admin (before `deadline`), then answers

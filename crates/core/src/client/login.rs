@@ -35,7 +35,7 @@ const UNKNOWN_USER: &str = "(unknown)";
 /// A client of the Unix socket needs no TLS (it never leaves the machine, and
 /// libpq does not offer TLS over a Unix socket), as with PgBouncer and Postgres.
 fn admissible(tenant: &Tenant, stream: &Stream, peer: Peer) -> Result<(), ClientError> {
-    if tenant.enforce_ssl && !stream.is_tls() && !matches!(peer, Peer::Unix) {
+    if tenant.enforce_ssl && !stream.is_confidential() {
         return Err(ClientError::SslRequired {
             tenant: tenant.id.clone(),
         });
@@ -77,10 +77,8 @@ fn discard_pending_input(stream: &Stream) {
     let mut scratch = [0u8; 4096];
     let mut dropped = 0;
     while dropped < MAX_DISCARD {
-        let read = match stream {
-            Stream::Plain(tcp) => tcp.try_read(&mut scratch),
-            Stream::Unix(unix) => unix.try_read(&mut scratch),
-            Stream::ServerTls(_) | Stream::ClientTls(_) => return,
+        let Some(read) = stream.try_read_plain(&mut scratch) else {
+            return;
         };
         match read {
             Ok(0) | Err(_) => break,
