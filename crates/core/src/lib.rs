@@ -38,13 +38,14 @@ pub async fn run(app: Arc<App>) -> std::io::Result<()> {
     let config = app.config();
     let tcp = tokio::net::TcpListener::bind(config.server.listen).await?;
     // Removed when `run` returns, however it returns.
-    let mut socket_file = match &config.server.unix_socket {
-        Some(unix) => Some(
-            socket_file::SocketFile::bind(&unix.path, unix.mode)
+    let (socket_file, unix) = match &config.server.unix_socket {
+        Some(unix) => {
+            let (file, listener) = socket_file::SocketFile::bind(&unix.path, unix.mode)
                 .await
-                .map_err(|e| std::io::Error::other(e.to_string()))?,
-        ),
-        None => None,
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+            (Some(file), Some(listener))
+        }
+        None => (None, None),
     };
     tracing::info!(
         listen = %config.server.listen,
@@ -52,11 +53,6 @@ pub async fn run(app: Arc<App>) -> std::io::Result<()> {
         tenants = config.tenants.len(),
         "tidepool listening"
     );
-    let unix = socket_file
-        .as_mut()
-        .map(|f| f.take_listener())
-        .transpose()?
-        .flatten();
     let bound = Bound {
         tcp: tcp.into_std()?,
         unix,

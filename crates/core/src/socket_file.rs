@@ -18,11 +18,10 @@ pub fn path_in(dir: &Path, port: u16) -> PathBuf {
 }
 
 /// A bound socket file; dropping it removes the file (if it is still the one
-/// bound here).
+/// bound here). Its listening socket is handed out by [`SocketFile::bind`].
 #[derive(Debug)]
 pub struct SocketFile {
     path: PathBuf,
-    listener: Option<std::os::unix::net::UnixListener>,
     /// The bound file's device and inode, to recognise it at removal.
     id: (u64, u64),
     /// `.s.PGSQL.PORT.lock`, locked for the pooler's life: two poolers cannot
@@ -52,8 +51,12 @@ impl SocketFile {
     /// replaced only when connecting to it is refused (its process is gone);
     /// one that answers, or that cannot be probed, is left alone. The socket is
     /// bound under a temporary name, given its permissions and then renamed into
-    /// place, so no client sees it with other permissions.
-    pub async fn bind(path: &Path, mode: u32) -> Result<Self, SocketFileError> {
+    /// place, so no client sees it with other permissions. The listening socket
+    /// comes back non-blocking.
+    pub async fn bind(
+        path: &Path,
+        mode: u32,
+    ) -> Result<(Self, std::os::unix::net::UnixListener), SocketFileError> {
         let io_err = |source| SocketFileError::Io {
             path: path.to_owned(),
             source,
@@ -82,7 +85,11 @@ impl SocketFile {
             _ => {}
         }
         let listener = std::os::unix::net::UnixListener::bind(&temporary).map_err(io_err)?;
-        let placed = std::fs::set_permissions(&temporary, std::fs::Permissions::from_mode(mode))
+        let placed = listener
+            .set_nonblocking(true)
+            .and_then(|()| {
+                std::fs::set_permissions(&temporary, std::fs::Permissions::from_mode(mode))
+            })
             .and_then(|()| std::fs::rename(&temporary, path))
             .and_then(|()| std::fs::symlink_metadata(path));
         let meta = match placed {
@@ -92,25 +99,16 @@ impl SocketFile {
                 return Err(io_err(e));
             }
         };
-        Ok(Self {
+        let file = Self {
             path: path.to_owned(),
-            listener: Some(listener),
             id: (meta.dev(), meta.ino()),
             _lock: lock,
-        })
+        };
+        Ok((file, listener))
     }
 
     pub fn path(&self) -> &Path {
         &self.path
-    }
-
-    /// The listening socket, non-blocking (once; `None` after).
-    pub fn take_listener(&mut self) -> io::Result<Option<std::os::unix::net::UnixListener>> {
-        let Some(listener) = self.listener.take() else {
-            return Ok(None);
-        };
-        listener.set_nonblocking(true)?;
-        Ok(Some(listener))
     }
 }
 
