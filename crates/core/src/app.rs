@@ -58,9 +58,9 @@ pub struct App {
     parking: OnceLock<Option<Arc<Parking>>>,
     /// The runtimes client tasks run on; unset, they run on the current one.
     shards: OnceLock<Arc<Shards>>,
-    /// Tenants whose pools lend nothing (the admin console's PAUSE); `None` in
-    /// the set's place pauses every tenant. Changed and read under the pools'
-    /// lock, so a pool made during a PAUSE starts paused.
+    /// Which tenants' pools lend nothing (the admin console's PAUSE): all, or
+    /// some. Changed and read under the pools' lock, so a pool made during a
+    /// PAUSE starts paused.
     paused: Mutex<Paused>,
     /// Re-reads the configuration from where it came from (the binary's file
     /// and flags), for the admin console's RELOAD; unset, there is nothing to
