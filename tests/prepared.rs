@@ -702,6 +702,136 @@ async fn a_statement_prepared_again_after_a_schema_change_is_fresh() {
     assert_eq!(a.query(&typed, &[&1i32]).await.unwrap().len(), 1);
 }
 
+/// A client whose Parse failed, seen after a Flush, goes on to send a Bind and an
+/// Execute before its Sync: Postgres skips them and answers the Sync alone. The
+/// pooler must see the transaction end there and give the server back (a pool
+/// of one: another client gets it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_sent_after_a_flushed_error_end_at_the_sync_like_on_postgres() {
+    let setup = Setup::single(1, PoolMode::Transaction).await;
+    let mut client = setup.client().await;
+    let mut direct = setup.direct().await;
+    for c in [&mut client, &mut direct] {
+        c.send(&[parse("s_bad", "SELEC 1"), flush()].concat()).await;
+        match c.next_within(NO_HANG).await {
+            Next::Message(m) if m.tag == b'E' => {}
+            other => panic!("expected the Parse's error after Flush, got {other:?}"),
+        }
+    }
+    let answer = run_both(
+        &mut client,
+        &mut direct,
+        &[bind("", "s_bad", &[]), execute("", 0), sync()],
+    )
+    .await;
+    assert_eq!(answer, "Z(I)");
+    let mut other = setup.client().await;
+    let answer = tokio::time::timeout(NO_HANG, other.query_ok("SELECT 1"))
+        .await
+        .expect("the only server was never given back");
+    assert_eq!(answer.1, b'I');
+    assert_eq!(
+        outline(&run_batch(&mut client, &[query("SELECT 2")]).await),
+        "T[?column?:23] D[2] C(SELECT 1) Z(I)"
+    );
+}
+
+/// The error Postgres gives a client that runs a statement whose result columns
+/// changed since the client described it.
+fn assert_stale(result: Result<Vec<tokio_postgres::Row>, tokio_postgres::Error>, who: &str) {
+    match result {
+        Err(e) => assert_eq!(
+            e.code().map(|c| c.code()),
+            Some("0A000"),
+            "{who}: Postgres's error for a stale statement, got {e}"
+        ),
+        Ok(rows) => panic!(
+            "{who}: rows in a shape the client was never told ({} values in the first, \
+             statement described with fewer)",
+            rows.first().map_or(0, |r| r.len())
+        ),
+    }
+}
+
+/// Two clients prepare the same text on one server; after a schema change one
+/// of them prepares it again. The other client described the old columns, so
+/// running its statement must fail as it would on Postgres (0A000, which
+/// drivers answer by preparing again), not return rows of the new shape.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_prepared_again_by_another_client_does_not_change_shape_under_this_one() {
+    let setup = Setup::single(1, PoolMode::Transaction).await;
+    let a = common::connect(&setup.url()).await;
+    let b = common::connect(&setup.url()).await;
+    a.batch_execute("CREATE TABLE shared_shape (x int); INSERT INTO shared_shape VALUES (1)")
+        .await
+        .unwrap();
+    let a_old = a.prepare("SELECT * FROM shared_shape").await.unwrap();
+    let b_old = b.prepare("SELECT * FROM shared_shape").await.unwrap();
+    assert_eq!(b.query(&b_old, &[]).await.unwrap()[0].len(), 1);
+    a.batch_execute("ALTER TABLE shared_shape ADD COLUMN y text DEFAULT 'new'")
+        .await
+        .unwrap();
+    assert_stale(a.query(&a_old, &[]).await, "a, before preparing again");
+    let a_new = a.prepare("SELECT * FROM shared_shape").await.unwrap();
+    assert_eq!(
+        a.query(&a_new, &[]).await.unwrap()[0].get::<_, &str>(1),
+        "new"
+    );
+
+    assert_stale(b.query(&b_old, &[]).await, "b, after a prepared again");
+    let b_new = b.prepare("SELECT * FROM shared_shape").await.unwrap();
+    assert_eq!(
+        b.query(&b_new, &[]).await.unwrap()[0].get::<_, &str>(1),
+        "new"
+    );
+    // Unchanged statements keep working for both, again and again.
+    for _ in 0..3 {
+        assert_eq!(a.query(&a_new, &[]).await.unwrap()[0].len(), 2);
+        assert_eq!(b.query(&b_new, &[]).await.unwrap()[0].len(), 2);
+    }
+}
+
+/// A client's statement, prepared on one server before a schema change, is run
+/// on the other server, which never had it: the pooler prepares it there, and
+/// the columns it would now return are not the ones the client was told. The
+/// client must get Postgres's error for a stale statement (the statement does
+/// not run), then preparing again works; a statement whose columns did not
+/// change runs on the new server as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_that_follows_its_client_after_a_schema_change_keeps_its_shape_or_fails() {
+    let setup = Setup::single(2, PoolMode::Transaction).await;
+    let b = common::connect(&setup.url()).await;
+    b.batch_execute(
+        "CREATE TABLE moved_shape (x int, z int); INSERT INTO moved_shape VALUES (1, 2)",
+    )
+    .await
+    .unwrap();
+    // Hold server A, so b prepares on server B.
+    let mut holder = setup.client().await;
+    assert_eq!(holder.query_ok("BEGIN").await.1, b'T');
+    let pid_a = backend_pid(&mut holder).await;
+    let mut probe = setup.client().await;
+    let pid_b = backend_pid(&mut probe).await;
+    assert_ne!(pid_a, pid_b);
+    let star = b.prepare("SELECT * FROM moved_shape").await.unwrap();
+    let steady = b.prepare("SELECT z FROM moved_shape").await.unwrap();
+    assert_eq!(b.query(&star, &[]).await.unwrap()[0].len(), 2);
+    assert_eq!(holder.query_ok("COMMIT").await.1, b'I');
+    probe
+        .query_ok("ALTER TABLE moved_shape ALTER COLUMN x TYPE bigint")
+        .await;
+
+    // Now hold server B: b's next statements run on A, which lacks them.
+    let mut holder = occupy_server(&setup, &pid_b).await;
+    let z: i32 = b.query(&steady, &[]).await.unwrap()[0].get(0);
+    assert_eq!(z, 2, "a statement whose columns did not change runs on A");
+    assert_stale(b.query(&star, &[]).await, "b on server A");
+    let star = b.prepare("SELECT * FROM moved_shape").await.unwrap();
+    let x: i64 = b.query(&star, &[]).await.unwrap()[0].get(0);
+    assert_eq!(x, 1);
+    assert_eq!(holder.query_ok("COMMIT").await.1, b'I');
+}
+
 /// pg8000 Parses the unnamed statement in one request and Binds it in the next.
 /// A query too large to be looked at whole (over 64 KiB) makes Tidepool read the
 /// server's settings back after it; that read must not drop the unnamed

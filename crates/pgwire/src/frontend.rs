@@ -64,6 +64,9 @@ pub fn close_statement(name: &str, out: &mut BytesMut) {
 /// A whole Terminate message: a client's last words.
 pub const TERMINATE_MESSAGE: [u8; 5] = [tag::TERMINATE, 0, 0, 0, 4];
 
+/// Flush: the server sends what it has buffered, without ending the batch.
+pub const FLUSH_MESSAGE: [u8; 5] = [tag::FLUSH, 0, 0, 0, 4];
+
 /// Terminate.
 pub fn terminate(out: &mut BytesMut) {
     out.put_slice(&TERMINATE_MESSAGE);

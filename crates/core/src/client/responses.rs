@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use pgwire::tag;
 
-use super::statements::Statement;
+use super::statements::{ShapeHasher, Statement};
 
 /// Which message ends the response to a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,7 +76,24 @@ pub enum Undo {
     },
 }
 
+/// A Describe of a named statement whose answer the pooler reads for the shape
+/// of the server's copy and, when the client asked, the shape the client is told.
 #[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observe {
+    pub global: Box<str>,
+    /// The client's statement, when the Describe is the client's own (its answer
+    /// is forwarded); `None` for one the pooler added (its answer is dropped).
+    pub statement: Option<Arc<Statement>>,
+}
+
+/// A shape read off the answer to an observed Describe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observed {
+    pub observe: Observe,
+    pub shape: u64,
+}
+
+#[derive(Debug, Clone)]
 enum Entry {
     /// The client's own request: forward its response.
     Forward { end: ResponseEnd, undo: Undo },
@@ -84,6 +101,36 @@ enum Entry {
     Hidden { end: ResponseEnd, undo: Undo },
     /// A request the pooler answers itself with this message.
     Answer(&'static [u8], Undo),
+    /// A Describe of a statement, its answer read (and forwarded or dropped).
+    Describe {
+        observe: Box<Observe>,
+        hasher: ShapeHasher,
+    },
+    /// A client request sent so that it fails: its ErrorResponse is replaced by
+    /// this one.
+    Fail {
+        end: ResponseEnd,
+        error: &'static [u8],
+    },
+}
+
+impl Entry {
+    /// What ends its response, and what to do with that response's messages.
+    fn end_and_verdict(&self) -> Option<(ResponseEnd, Verdict)> {
+        match self {
+            Self::Forward { end, .. } | Self::Fail { end, .. } => Some((*end, Verdict::Forward)),
+            Self::Hidden { end, .. } => Some((*end, Verdict::Drop)),
+            Self::Describe { observe, .. } => Some((
+                ResponseEnd::Description,
+                if observe.statement.is_some() {
+                    Verdict::Forward
+                } else {
+                    Verdict::Drop
+                },
+            )),
+            Self::Answer(..) => None,
+        }
+    }
 }
 
 /// ParseComplete as the pooler sends it.
@@ -96,6 +143,8 @@ pub const CLOSE_COMPLETE: &[u8] = &[tag::CLOSE_COMPLETE, 0, 0, 0, 4];
 pub enum Verdict {
     Forward,
     Drop,
+    /// Send this message in its place.
+    Replace(&'static [u8]),
 }
 
 /// The queue of owed responses for one bound server connection.
@@ -139,6 +188,45 @@ impl ResponsePlan {
         self.entries.push_back(Entry::Hidden { end, undo });
     }
 
+    /// A Describe of a statement whose answer is read for its shape: the client's
+    /// own (`observe.statement` is its statement) or one the pooler added.
+    pub fn describe(&mut self, observe: Observe) {
+        self.special += 1;
+        self.entries.push_back(Entry::Describe {
+            observe: Box::new(observe),
+            hasher: ShapeHasher::default(),
+        });
+    }
+
+    /// A client request rewritten so that the server fails it: the client gets
+    /// `error` instead of the server's ErrorResponse.
+    pub fn fail(&mut self, end: ResponseEnd, error: &'static [u8]) {
+        self.special += 1;
+        self.entries.push_back(Entry::Fail { end, error });
+    }
+
+    /// Reads a whole server message that may answer an observed Describe at the
+    /// head (ParameterDescription, then RowDescription or NoData). Returns the
+    /// shape once its last message is in; call before [`Self::on_server_message`].
+    pub fn observe(&mut self, msg: u8, body: &[u8]) -> Option<Observed> {
+        let Some(Entry::Describe { observe, hasher }) = self.entries.front_mut() else {
+            return None;
+        };
+        let shape = match msg {
+            tag::PARAMETER_DESCRIPTION => {
+                hasher.parameters(body);
+                return None;
+            }
+            tag::ROW_DESCRIPTION => hasher.finish(Some(body)),
+            tag::NO_DATA => hasher.finish(None),
+            _ => return None,
+        };
+        Some(Observed {
+            observe: (**observe).clone(),
+            shape,
+        })
+    }
+
     /// A request the pooler answers itself. Answers due at once are written to `out`.
     pub fn answer(&mut self, message: &'static [u8], undo: Undo, out: &mut Vec<u8>) {
         self.special += 1;
@@ -177,42 +265,52 @@ impl ResponsePlan {
         ) {
             return Verdict::Forward;
         }
-        let verdict = match self.entries.front() {
+        let (end, verdict) = match self.entries.front() {
             None => return Verdict::Forward,
-            Some(Entry::Forward { .. }) => Verdict::Forward,
-            Some(Entry::Hidden { .. }) => Verdict::Drop,
             // Answers never wait at the head: they are released as soon as they get
             // there. Forward whatever this is rather than lose it.
-            Some(Entry::Answer(..)) => return Verdict::Forward,
+            Some(entry) => match entry.end_and_verdict() {
+                Some(found) => found,
+                None => return Verdict::Forward,
+            },
         };
-        let (end, is_error) = match self.entries.front() {
-            Some(Entry::Forward { end, .. } | Entry::Hidden { end, .. }) => {
-                (*end, msg == tag::ERROR_RESPONSE)
-            }
-            _ => return verdict,
-        };
-        if is_error && end != ResponseEnd::Ready {
-            // Extended protocol: the server now skips to the next Sync.
-            let failed = self.pop();
-            push_undo(failed, undo);
+        if msg == tag::READY_FOR_QUERY && end != ResponseEnd::Ready {
+            // Requests sent after the server failed one and before the Sync were
+            // skipped: nothing answers them, and the ReadyForQuery is the Sync's.
             while let Some(e) = self.entries.front() {
-                if matches!(
-                    e,
-                    Entry::Forward {
-                        end: ResponseEnd::Ready,
-                        ..
-                    } | Entry::Hidden {
-                        end: ResponseEnd::Ready,
-                        ..
-                    }
-                ) {
+                if e.end_and_verdict()
+                    .is_some_and(|(end, _)| end == ResponseEnd::Ready)
+                {
                     break;
                 }
                 let skipped = self.pop();
                 push_undo(skipped, undo);
             }
-            // The client must see why its request failed, even one the pooler added.
-            return Verdict::Forward;
+            return match self.pop() {
+                Some(Entry::Hidden { .. }) => Verdict::Drop,
+                _ => Verdict::Forward,
+            };
+        }
+        if msg == tag::ERROR_RESPONSE && end != ResponseEnd::Ready {
+            // Extended protocol: the server now skips to the next Sync.
+            let failed = self.pop();
+            let verdict = match &failed {
+                Some(Entry::Fail { error, .. }) => Verdict::Replace(error),
+                // The client must see why its request failed, even one the pooler
+                // added.
+                _ => Verdict::Forward,
+            };
+            push_undo(failed, undo);
+            while let Some(e) = self.entries.front() {
+                if e.end_and_verdict()
+                    .is_some_and(|(end, _)| end == ResponseEnd::Ready)
+                {
+                    break;
+                }
+                let skipped = self.pop();
+                push_undo(skipped, undo);
+            }
+            return verdict;
         }
         if end.ends_with(msg) {
             self.pop();
@@ -330,6 +428,67 @@ mod tests {
                 }
             ]
         );
+        assert!(plan.is_empty() && plan.is_plain());
+    }
+
+    #[test]
+    fn a_describes_answer_gives_its_shape_and_is_dropped_when_the_pooler_asked() {
+        let mut plan = ResponsePlan::default();
+        plan.describe(Observe {
+            global: "g".into(),
+            statement: None,
+        });
+        plan.forward(ResponseEnd::BindComplete, Undo::None);
+        assert!(!plan.is_plain(), "answers to read need whole messages");
+        assert_eq!(plan.observe(tag::PARAMETER_DESCRIPTION, &[0, 0]), None);
+        let (v, _, _) = run(&mut plan, b"t");
+        assert_eq!(v, vec![(b't', Verdict::Drop)]);
+        let seen = plan.observe(tag::NO_DATA, &[]).expect("NoData ends it");
+        assert_eq!((&*seen.observe.global, seen.observe.statement), ("g", None));
+        assert_ne!(seen.shape, super::super::statements::UNKNOWN_SHAPE);
+        let (v, _, _) = run(&mut plan, b"n2");
+        assert_eq!(v, vec![(b'n', Verdict::Drop), (b'2', Verdict::Forward)]);
+        assert!(plan.is_empty() && plan.is_plain());
+        assert_eq!(plan.observe(tag::NO_DATA, &[]), None, "nothing observed");
+    }
+
+    #[test]
+    fn a_request_sent_to_fail_has_its_error_replaced() {
+        const MINE: &[u8] = b"E\0\0\0\x05\0";
+        let mut plan = ResponsePlan::default();
+        plan.fail(ResponseEnd::BindComplete, MINE);
+        plan.forward(ResponseEnd::ExecuteDone, Undo::None);
+        plan.forward(ResponseEnd::Ready, Undo::None);
+        let (v, _, _) = run(&mut plan, b"EZ");
+        assert_eq!(
+            v,
+            vec![(b'E', Verdict::Replace(MINE)), (b'Z', Verdict::Forward)]
+        );
+        assert!(plan.is_empty() && plan.is_plain());
+    }
+
+    /// A client that sent more after a failed request (before its Sync): the
+    /// server skipped those, and its ReadyForQuery answers the Sync.
+    #[test]
+    fn ready_for_query_ends_what_the_server_skipped() {
+        let mut plan = ResponsePlan::default();
+        plan.forward(ResponseEnd::ParseComplete, Undo::None);
+        let (v, _, _) = run(&mut plan, b"E");
+        assert_eq!(v, vec![(b'E', Verdict::Forward)]);
+        assert!(plan.is_empty());
+        plan.forward(ResponseEnd::BindComplete, Undo::None);
+        plan.hidden(
+            ResponseEnd::ParseComplete,
+            Undo::AddedParse { global: "g".into() },
+        );
+        plan.forward(ResponseEnd::ExecuteDone, Undo::None);
+        plan.forward(ResponseEnd::Ready, Undo::None);
+        plan.forward(ResponseEnd::Ready, Undo::None);
+        let (v, _, undo) = run(&mut plan, b"Z");
+        assert_eq!(v, vec![(b'Z', Verdict::Forward)]);
+        assert_eq!(undo, vec![Undo::AddedParse { global: "g".into() }]);
+        assert!(!plan.is_empty(), "the second Sync is still owed");
+        let (_, _, _) = run(&mut plan, b"Z");
         assert!(plan.is_empty() && plan.is_plain());
     }
 

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use bytes::{BufMut, BytesMut};
 use pgwire::{frame::Frame, tag, WireError};
 
-use super::responses::{ResponseEnd, ResponsePlan, Undo, CLOSE_COMPLETE};
-use super::statements::{ClientStatements, ServerStatements, Statement};
+use super::responses::{Observe, ResponseEnd, ResponsePlan, Undo, CLOSE_COMPLETE};
+use super::statements::{ClientStatements, ServerStatements, Statement, UNKNOWN_SHAPE};
 use crate::sql_hint::SessionHints;
 
 /// What became of one client message.
@@ -24,6 +24,50 @@ pub enum Pass {
     /// What goes to the server in its place, if anything, was written.
     Rewritten,
 }
+
+/// Whether a Bind of a named statement may go to this server as it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BindCheck {
+    /// The server's copy has the shape the client was told (or the client was
+    /// told none): send it.
+    Go,
+    /// The pooler sent a Describe of the server's copy (after preparing it
+    /// again, perhaps) and a Flush: hold the Bind until the answer is in.
+    Hold,
+    /// The statement's shape changed since the client described it: the server
+    /// fails the Bind, and the client gets Postgres's error for a stale statement.
+    Fail,
+}
+
+/// A statement name no server has: a Bind of it fails at once, before reading
+/// its parameters, and is how the pooler makes the server fail one.
+const NO_SUCH_STATEMENT: &str = "tp_shape_changed";
+
+/// ErrorResponse fields for a statement whose shape changed: Postgres's own
+/// (drivers re-prepare on SQLSTATE 0A000 from `RevalidateCachedQuery`), with a
+/// detail saying who found it.
+const STALE_FIELDS: &[u8] = b"SERROR\0VERROR\0C0A000\0Mcached plan must not change result type\0\
+Dthe statement's columns or parameter types differ from those it was described with \
+(found by the pooler on another server connection); prepare it again\0\
+Fplancache.c\0RRevalidateCachedQuery\0\0";
+
+/// The whole ErrorResponse for a statement whose shape changed.
+pub const STALE_STATEMENT_ERROR: [u8; 5 + STALE_FIELDS.len()] = {
+    let mut out = [0u8; 5 + STALE_FIELDS.len()];
+    out[0] = tag::ERROR_RESPONSE;
+    let len = ((4 + STALE_FIELDS.len()) as u32).to_be_bytes();
+    let mut i = 0;
+    while i < 4 {
+        out[1 + i] = len[i];
+        i += 1;
+    }
+    let mut i = 0;
+    while i < STALE_FIELDS.len() {
+        out[5 + i] = STALE_FIELDS[i];
+        i += 1;
+    }
+    out
+};
 
 /// The state a rewrite reads and updates.
 pub struct Rewriter<'a> {
@@ -51,11 +95,13 @@ impl Rewriter<'_> {
     /// go to `to_client`. `may_drop_statements` says whether a Query may be a
     /// DEALLOCATE, and `hints` what a Query's or Parse's SQL may do to session
     /// state (the caller has looked at its SQL already); a Parse keeps them with
-    /// its statement, and a Bind of that statement adds them to `hints`.
+    /// its statement, and a Bind of that statement adds them to `hints`. `check`
+    /// is what [`Self::check_bind`] said of a Bind (anything else ignores it).
     pub fn on_client_message(
         &mut self,
         frame: Frame<'_>,
         may_drop_statements: bool,
+        check: BindCheck,
         hints: &mut SessionHints,
         to_server: &mut BytesMut,
         to_client: &mut Vec<u8>,
@@ -65,24 +111,30 @@ impl Rewriter<'_> {
             tag::BIND => {
                 let (portal, rest) = split_cstr(frame.body, "Bind")?;
                 let (statement, rest) = split_cstr(rest, "Bind")?;
-                let pass = self.bind_head(portal, statement, rest.len(), hints, to_server)?;
+                let pass =
+                    self.bind_head(portal, statement, rest.len(), check, hints, to_server)?;
                 if pass == Pass::Rewritten {
                     to_server.put_slice(rest);
                 }
                 pass
             }
-            tag::DESCRIBE => {
-                let pass = match self.statement_target(frame.body, "Describe")? {
-                    None => Pass::Untouched,
-                    Some(s) => {
-                        self.ensure_prepared(&s, to_server);
-                        put_target(to_server, tag::DESCRIBE, b'S', &s.global);
-                        Pass::Rewritten
-                    }
-                };
-                self.plan.forward(ResponseEnd::Description, Undo::None);
-                pass
-            }
+            tag::DESCRIBE => match self.statement_target(frame.body, "Describe")? {
+                None => {
+                    self.plan.forward(ResponseEnd::Description, Undo::None);
+                    Pass::Untouched
+                }
+                Some(s) => {
+                    // The answer tells the client the statement's shape: read it,
+                    // for this server's copy and for the client.
+                    self.ensure_prepared(&s, to_server);
+                    put_target(to_server, tag::DESCRIBE, b'S', &s.global);
+                    self.plan.describe(Observe {
+                        global: s.global.clone(),
+                        statement: Some(s),
+                    });
+                    Pass::Rewritten
+                }
+            },
             tag::CLOSE => match frame.body.split_first() {
                 Some((b'S', rest)) if rest.first().is_some_and(|&b| b != 0) => {
                     let (name, _) = split_cstr(rest, "Close")?;
@@ -132,30 +184,106 @@ impl Rewriter<'_> {
     /// caller to write (or stream through) untouched. Writes the head with the
     /// statement renamed (after a Parse if the server lacks it), or leaves it
     /// untouched when it names no tracked statement; adds the statement's `hints`.
+    /// With `check` [`BindCheck::Fail`] (from [`Self::check_bind`]), the Bind
+    /// names a statement no server has instead, so the server fails it before it
+    /// runs, and the client gets [`STALE_STATEMENT_ERROR`].
     pub fn bind_head(
         &mut self,
         portal: &[u8],
         statement: &[u8],
         rest_len: usize,
+        check: BindCheck,
         hints: &mut SessionHints,
         to_server: &mut BytesMut,
     ) -> Result<Pass, WireError> {
         let pass = match self.named(statement)? {
             None => Pass::Untouched,
             Some(s) => {
-                hints.merge(s.hints);
-                self.ensure_prepared(&s, to_server);
+                let target = if check == BindCheck::Fail {
+                    NO_SUCH_STATEMENT
+                } else {
+                    hints.merge(s.hints);
+                    self.ensure_prepared(&s, to_server);
+                    &s.global
+                };
                 to_server.put_u8(tag::BIND);
-                to_server.put_i32((4 + portal.len() + 1 + s.global.len() + 1 + rest_len) as i32);
+                to_server.put_i32((4 + portal.len() + 1 + target.len() + 1 + rest_len) as i32);
                 to_server.put_slice(portal);
                 to_server.put_u8(0);
-                to_server.put_slice(s.global.as_bytes());
+                to_server.put_slice(target.as_bytes());
                 to_server.put_u8(0);
                 Pass::Rewritten
             }
         };
-        self.plan.forward(ResponseEnd::BindComplete, Undo::None);
+        if check == BindCheck::Fail && pass == Pass::Rewritten {
+            self.plan
+                .fail(ResponseEnd::BindComplete, &STALE_STATEMENT_ERROR);
+        } else {
+            self.plan.forward(ResponseEnd::BindComplete, Undo::None);
+        }
         Ok(pass)
+    }
+
+    /// Before a Bind of `statement`: whether the server's copy has the shape the
+    /// client was told by its Describe. Postgres fixes a statement's columns and
+    /// parameter types when it is prepared and refuses to run it once a schema
+    /// change would alter its columns (SQLSTATE 0A000); a copy the pooler prepares
+    /// later, or another client prepared again, has the new ones. So a copy of
+    /// unknown shape is described first (held: one round trip), a copy of another
+    /// shape is prepared again once and described, and if it still differs the
+    /// client's statement is stale and its Bind fails, as on Postgres. Nothing is
+    /// checked for a client never told a shape, or while the server skips to Sync
+    /// after an error (`server_skipping`: it would not answer).
+    pub fn check_bind(
+        &mut self,
+        statement: &[u8],
+        server_skipping: bool,
+        to_server: &mut BytesMut,
+    ) -> Result<BindCheck, WireError> {
+        let Some(s) = self.named(statement)? else {
+            return Ok(BindCheck::Go);
+        };
+        let want = s.shape();
+        let retried = self.server.take_reprepared(&s.global);
+        if want == UNKNOWN_SHAPE || server_skipping {
+            return Ok(BindCheck::Go);
+        }
+        Ok(match self.server.shape(&s.global) {
+            Some(have) if have == want => BindCheck::Go,
+            Some(UNKNOWN_SHAPE) if retried => BindCheck::Go,
+            Some(UNKNOWN_SHAPE) => {
+                self.hidden_describe(&s.global, to_server);
+                BindCheck::Hold
+            }
+            Some(_) if retried => BindCheck::Fail,
+            Some(_) | None => {
+                if !self.server.touch(&s.global) {
+                    self.evict_for(&s.global, to_server);
+                }
+                self.put_parse(&s, to_server);
+                self.server.set_shape(&s.global, UNKNOWN_SHAPE);
+                self.plan.hidden(
+                    ResponseEnd::ParseComplete,
+                    Undo::AddedParse {
+                        global: s.global.clone(),
+                    },
+                );
+                self.server.mark_reprepared(&s.global);
+                self.hidden_describe(&s.global, to_server);
+                BindCheck::Hold
+            }
+        })
+    }
+
+    /// A Describe of the server's copy of `global`, its answer read and dropped,
+    /// and a Flush so the server answers before the client's next Sync.
+    fn hidden_describe(&mut self, global: &str, to_server: &mut BytesMut) {
+        put_target(to_server, tag::DESCRIBE, b'S', global);
+        self.plan.describe(Observe {
+            global: global.into(),
+            statement: None,
+        });
+        to_server.put_slice(&pgwire::frontend::FLUSH_MESSAGE);
     }
 
     /// Notes a large message streamed through without rewriting (a long Query, COPY
@@ -197,6 +325,8 @@ impl Rewriter<'_> {
             self.evict_for(&statement.global, to_server);
         }
         self.put_parse(&statement, to_server);
+        // A new copy: its shape is known again once something describes it.
+        self.server.set_shape(&statement.global, UNKNOWN_SHAPE);
         self.plan.forward(
             ResponseEnd::ParseComplete,
             Undo::ClientParse {
@@ -359,4 +489,27 @@ fn put_target(out: &mut BytesMut, msg_tag: u8, kind: u8, name: &str) {
     out.put_u8(kind);
     out.put_slice(name.as_bytes());
     out.put_u8(0);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pgwire::backend::BackendMessage;
+
+    #[test]
+    fn the_stale_statement_error_is_postgres_own() {
+        let frame = pgwire::frame::decode_frame(&STALE_STATEMENT_ERROR, 1 << 20)
+            .unwrap()
+            .unwrap();
+        assert_eq!(frame.wire_len(), STALE_STATEMENT_ERROR.len());
+        let BackendMessage::ErrorResponse(e) = BackendMessage::decode(frame).unwrap() else {
+            panic!("not an ErrorResponse");
+        };
+        assert_eq!(e.code(), "0A000");
+        assert_eq!(e.severity(), "ERROR");
+        assert_eq!(e.message(), "cached plan must not change result type");
+        // What asyncpg and pgjdbc recognise it by.
+        assert_eq!(e.field(b'R'), Some("RevalidateCachedQuery"));
+        assert!(e.field(b'D').is_some_and(|d| d.contains("pooler")));
+    }
 }

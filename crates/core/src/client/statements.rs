@@ -5,9 +5,17 @@
 //! A statement's pooler-wide name is derived from its text and parameter types, so
 //! clients preparing the same query share one server-side statement. Each server
 //! keeps a bounded LRU of what it has; evicting one means closing it on that server.
+//!
+//! A statement also has a shape: a fingerprint of its parameter types and result
+//! columns, as a Describe of it reported them. Postgres fixes a statement's shape
+//! when it is prepared and refuses to run it once a schema change would alter its
+//! columns. A copy prepared later, on another server or by another client, may
+//! have a new shape, so the pooler keeps both the shape each client was told and
+//! the shape of each server's copy, and checks them before a Bind.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -15,7 +23,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use crate::sql_hint::SessionHints;
 
 /// A statement as the client prepared it, ready to be prepared on any server.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Statement {
     /// Pooler-wide name, `tp_` and 16 hex digits.
     pub global: Box<str>,
@@ -24,7 +32,22 @@ pub struct Statement {
     /// What running it may do to session state, applied at each Bind: a prepared
     /// `SET` changes settings when it runs, in a later transaction than its Parse.
     pub hints: SessionHints,
+    /// The shape the client was told by its last Describe of the statement, or
+    /// [`UNKNOWN_SHAPE`] if it never asked (it then learns columns per portal).
+    /// Atomic only to be set through the `Arc` the client's map shares.
+    shape: AtomicU64,
 }
+
+impl PartialEq for Statement {
+    fn eq(&self, other: &Self) -> bool {
+        self.global == other.global && self.parse == other.parse && self.hints == other.hints
+    }
+}
+
+impl Eq for Statement {}
+
+/// A shape no Describe has reported yet.
+pub const UNKNOWN_SHAPE: u64 = 0;
 
 impl Statement {
     /// Builds the statement of a client's Parse body (`name`, query, parameter types).
@@ -43,7 +66,89 @@ impl Statement {
             global,
             parse: parse.freeze(),
             hints,
+            shape: AtomicU64::new(UNKNOWN_SHAPE),
         }
+    }
+
+    /// The shape the client was told, or [`UNKNOWN_SHAPE`].
+    pub fn shape(&self) -> u64 {
+        self.shape.load(Ordering::Relaxed)
+    }
+
+    /// Records the shape a Describe of the statement told the client.
+    pub fn set_shape(&self, shape: u64) {
+        self.shape.store(shape, Ordering::Relaxed);
+    }
+}
+
+/// Fingerprints the answer to a Describe of a statement: its ParameterDescription
+/// body, then its RowDescription body (or NoData). Per column it takes the name,
+/// type and type modifier, as Postgres compares them, and leaves out the source
+/// table and column (a table made again has new ones) and the format code (always
+/// text for a statement, the Bind's choice for a portal). Never [`UNKNOWN_SHAPE`].
+#[derive(Debug, Clone, Copy)]
+pub struct ShapeHasher(u64);
+
+impl Default for ShapeHasher {
+    fn default() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl ShapeHasher {
+    fn eat(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+
+    /// Takes a ParameterDescription body as it is.
+    pub fn parameters(&mut self, body: &[u8]) {
+        self.eat(b"t");
+        self.eat(body);
+    }
+
+    /// Takes a RowDescription body (`Some`) or NoData (`None`) and gives the
+    /// fingerprint. A body too short for its field count is taken as it is.
+    pub fn finish(mut self, rows: Option<&[u8]>) -> u64 {
+        match rows {
+            None => self.eat(b"n"),
+            Some(body) => {
+                self.eat(b"T");
+                if !self.columns(body) {
+                    self.eat(body);
+                }
+            }
+        }
+        if self.0 == UNKNOWN_SHAPE {
+            1
+        } else {
+            self.0
+        }
+    }
+
+    /// Each column's name, type OID and type modifier; false if the body is cut.
+    fn columns(&mut self, body: &[u8]) -> bool {
+        let Some((count, mut rest)) = body.split_first_chunk::<2>() else {
+            return false;
+        };
+        self.eat(count);
+        for _ in 0..u16::from_be_bytes(*count) {
+            let Some(name_end) = rest.iter().position(|&b| b == 0) else {
+                return false;
+            };
+            // name NUL, table OID (4), column number (2), type OID (4), type
+            // length (2), type modifier (4), format (2)
+            let Some(field) = rest.get(..name_end + 1 + 18) else {
+                return false;
+            };
+            self.eat(&field[..name_end + 1]);
+            let fixed = &field[name_end + 1..];
+            self.eat(&fixed[6..10]);
+            self.eat(&fixed[12..16]);
+            rest = &rest[name_end + 1 + 18..];
+        }
+        true
     }
 }
 
@@ -92,12 +197,23 @@ impl ClientStatements {
 pub struct ServerStatements {
     capacity: usize,
     clock: u64,
-    last_used: HashMap<Box<str>, u64>,
+    last_used: HashMap<Box<str>, ServerCopy>,
     /// Statements under a client's own name, left on the server by a refused
     /// duplicate Parse: closed when the transaction ends.
     strays: Vec<Box<str>>,
+    /// The statement whose copy the pooler just prepared again (or for the first
+    /// time) to compare its shape with a client's: a second mismatch fails the Bind.
+    reprepared: Option<Box<str>>,
     /// Cache events since the owner last took them (for metrics).
     pub counts: StatementCounts,
+}
+
+/// One statement on the server: when it was last used, and its shape if a
+/// Describe of this copy reported it.
+#[derive(Debug, Clone)]
+struct ServerCopy {
+    used: u64,
+    shape: u64,
 }
 
 /// Statement cache events of one server connection, counted without atomics and
@@ -116,6 +232,7 @@ impl ServerStatements {
             clock: 0,
             last_used: HashMap::new(),
             strays: Vec::new(),
+            reprepared: None,
             counts: StatementCounts::default(),
         }
     }
@@ -140,8 +257,8 @@ impl ServerStatements {
     pub fn touch(&mut self, global: &str) -> bool {
         self.clock += 1;
         match self.last_used.get_mut(global) {
-            Some(t) => {
-                *t = self.clock;
+            Some(copy) => {
+                copy.used = self.clock;
                 self.counts.hits += 1;
                 true
             }
@@ -158,7 +275,7 @@ impl ServerStatements {
                 let oldest = self
                     .last_used
                     .iter()
-                    .min_by_key(|(_, t)| **t)
+                    .min_by_key(|(_, copy)| copy.used)
                     .map(|(name, _)| name.clone());
                 if let Some(name) = &oldest {
                     self.last_used.remove(name);
@@ -167,7 +284,13 @@ impl ServerStatements {
             } else {
                 None
             };
-        self.last_used.insert(global.into(), self.clock);
+        self.last_used.insert(
+            global.into(),
+            ServerCopy {
+                used: self.clock,
+                shape: UNKNOWN_SHAPE,
+            },
+        );
         self.counts.prepares += 1;
         if evicted.is_some() {
             self.counts.evictions += 1;
@@ -184,13 +307,45 @@ impl ServerStatements {
     /// after an error); the cache may exceed its capacity until the next insert.
     pub fn restore(&mut self, global: &str) {
         self.clock += 1;
-        self.last_used.insert(global.into(), self.clock);
+        self.last_used.insert(
+            global.into(),
+            ServerCopy {
+                used: self.clock,
+                shape: UNKNOWN_SHAPE,
+            },
+        );
+    }
+
+    /// The shape of the server's copy of `global` ([`UNKNOWN_SHAPE`] if no
+    /// Describe of it has been seen), or `None` if the server lacks it.
+    pub fn shape(&self, global: &str) -> Option<u64> {
+        self.last_used.get(global).map(|copy| copy.shape)
+    }
+
+    /// Records the shape a Describe of the server's copy of `global` reported
+    /// (a copy made again since reports [`UNKNOWN_SHAPE`] until described).
+    pub fn set_shape(&mut self, global: &str, shape: u64) {
+        if let Some(copy) = self.last_used.get_mut(global) {
+            copy.shape = shape;
+        }
     }
 
     /// Forgets everything (DISCARD ALL or DEALLOCATE ALL ran on the server).
     pub fn clear(&mut self) {
         self.last_used.clear();
         self.strays.clear();
+        self.reprepared = None;
+    }
+
+    /// Notes that the copy of `global` was made afresh for a shape check.
+    pub fn mark_reprepared(&mut self, global: &str) {
+        self.reprepared = Some(global.into());
+    }
+
+    /// Whether the copy of `global` was made afresh for the shape check under
+    /// way; forgets the mark either way.
+    pub fn take_reprepared(&mut self, global: &str) -> bool {
+        self.reprepared.take().is_some_and(|g| *g == *global)
     }
 
     pub fn len(&self) -> usize {
@@ -219,6 +374,77 @@ mod tests {
         assert_eq!(f.wire_len(), a.parse.len());
         let (name, query) = pgwire::frontend::decode_parse_head(f.body).unwrap();
         assert_eq!((name, query), (&*a.global, "select 1"));
+    }
+
+    /// RowDescription body of `(name, table, column, type, typmod, format)`.
+    fn columns(cols: &[(&str, u32, i16, u32, i32, i16)]) -> Vec<u8> {
+        let mut out = (cols.len() as i16).to_be_bytes().to_vec();
+        for (name, table, column, ty, typmod, format) in cols {
+            out.extend_from_slice(name.as_bytes());
+            out.push(0);
+            out.extend_from_slice(&table.to_be_bytes());
+            out.extend_from_slice(&column.to_be_bytes());
+            out.extend_from_slice(&ty.to_be_bytes());
+            out.extend_from_slice(&(-1i16).to_be_bytes());
+            out.extend_from_slice(&typmod.to_be_bytes());
+            out.extend_from_slice(&format.to_be_bytes());
+        }
+        out
+    }
+
+    fn shape(params: &[u8], rows: Option<&[u8]>) -> u64 {
+        let mut h = ShapeHasher::default();
+        h.parameters(params);
+        h.finish(rows)
+    }
+
+    #[test]
+    fn a_shape_is_names_types_and_modifiers_of_parameters_and_columns() {
+        let no_params = [0u8, 0];
+        let base = columns(&[("x", 16384, 1, 23, -1, 0), ("y", 16384, 2, 25, -1, 0)]);
+        let s = shape(&no_params, Some(&base));
+        assert_ne!(s, UNKNOWN_SHAPE);
+        // Where the columns come from, and in which format, do not count.
+        let moved = columns(&[("x", 16999, 3, 23, -1, 1), ("y", 16999, 4, 25, -1, 1)]);
+        assert_eq!(shape(&no_params, Some(&moved)), s);
+        // Names, types, modifiers, the column count and the parameters do.
+        for other in [
+            columns(&[("x", 16384, 1, 20, -1, 0), ("y", 16384, 2, 25, -1, 0)]),
+            columns(&[("x", 16384, 1, 23, -1, 0), ("z", 16384, 2, 25, -1, 0)]),
+            columns(&[("x", 16384, 1, 23, 12, 0), ("y", 16384, 2, 25, -1, 0)]),
+            columns(&[("x", 16384, 1, 23, -1, 0)]),
+        ] {
+            assert_ne!(shape(&no_params, Some(&other)), s);
+        }
+        assert_ne!(shape(&[0, 1, 0, 0, 0, 23], Some(&base)), s);
+        assert_ne!(
+            shape(&no_params, None),
+            shape(&no_params, Some(&columns(&[])))
+        );
+        // A cut body still gives a shape, and not the whole one's.
+        assert_ne!(shape(&no_params, Some(&base[..base.len() - 3])), s);
+    }
+
+    #[test]
+    fn a_copy_made_again_has_no_shape_until_described() {
+        let mut s = ServerStatements::new(4);
+        assert_eq!(s.shape("a"), None);
+        s.insert("a");
+        assert_eq!(s.shape("a"), Some(UNKNOWN_SHAPE));
+        s.set_shape("a", 7);
+        assert!(s.touch("a"));
+        assert_eq!(s.shape("a"), Some(7), "use keeps the shape");
+        s.set_shape("missing", 7);
+        assert_eq!(s.shape("missing"), None);
+        s.mark_reprepared("a");
+        assert!(!s.take_reprepared("b"), "another statement's check");
+        assert!(!s.take_reprepared("a"), "the mark was taken");
+        s.mark_reprepared("a");
+        assert!(s.take_reprepared("a"));
+        let shared = Statement::from_parse_rest(b"select 1\0\0\0", SessionHints::default());
+        assert_eq!(shared.shape(), UNKNOWN_SHAPE);
+        shared.set_shape(9);
+        assert_eq!(shared.shape(), 9);
     }
 
     #[test]

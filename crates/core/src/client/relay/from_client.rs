@@ -6,7 +6,7 @@ use pgwire::frame::decode_head;
 use pgwire::{frame::Frame, tag, MessageHead, WireError};
 
 use super::{RelayEnd, RelayState, StatementCtx};
-use crate::client::rewrite::{Pass, Rewriter};
+use crate::client::rewrite::{BindCheck, Pass, Rewriter};
 use crate::client::txn::{ClientIntent, TxnTracker};
 use crate::sql_hint::{may_drop_statements, might_touch_session, session_hints};
 use crate::sql_hint::{CleanMemo, SessionHints};
@@ -90,6 +90,7 @@ impl RelayState {
             hints: &mut self.hints,
             clean: &mut self.clean_parse,
             barrier: &mut self.barrier,
+            server_skipping: self.server_skipping,
             stream_left: &mut self.client_stream_left,
             out: &mut self.to_server.out,
             max_message: self.max_client_message,
@@ -147,6 +148,8 @@ struct Cutter<'a, 'b> {
     /// The last Parse text found clean (kept from client to client).
     clean: &'a mut CleanMemo,
     barrier: &'a mut bool,
+    /// The server skips to Sync after an error: it answers no Describe.
+    server_skipping: bool,
     /// Bytes of a large message still to stream through untouched.
     stream_left: &'a mut usize,
     /// Server-bound bytes the pooler wrote (rewritten, or copied after them).
@@ -247,13 +250,18 @@ impl Cutter<'_, '_> {
                     }
                     break None;
                 };
+                let (portal, statement) = (&window[..p1], &window[p1 + 1..p2]);
+                let check = match self.check_bind(statement, &mut untouched, pos) {
+                    Ok(Some(check)) => check,
+                    Ok(None) => break None,
+                    Err(e) => break Some(RelayEnd::ClientProtocol(e)),
+                };
                 self.tracker.on_client_message(&head);
                 let head_len = 5 + p2 + 1;
-                let (portal, statement) = (&window[..p1], &window[p1 + 1..p2]);
                 let rest_len = total - head_len;
                 match self
                     .rewriter
-                    .bind_head(portal, statement, rest_len, self.hints, self.out)
+                    .bind_head(portal, statement, rest_len, check, self.hints, self.out)
                 {
                     Ok(Pass::Untouched) => {
                         self.pass(&rest[..head_len], &mut untouched, pos + head_len)
@@ -282,6 +290,22 @@ impl Cutter<'_, '_> {
                 tag: msg_tag,
                 body: &raw[5..],
             };
+            let mut check = BindCheck::Go;
+            if msg_tag == tag::BIND {
+                let statement = frame
+                    .body
+                    .iter()
+                    .position(|&b| b == 0)
+                    .map(|p| &frame.body[p + 1..])
+                    .and_then(|rest| rest.iter().position(|&b| b == 0).map(|q| &rest[..q]));
+                if let Some(statement) = statement {
+                    check = match self.check_bind(statement, &mut untouched, pos) {
+                        Ok(Some(check)) => check,
+                        Ok(None) => break None,
+                        Err(e) => break Some(RelayEnd::ClientProtocol(e)),
+                    };
+                }
+            }
             if touches_only_named_statements(msg_tag, frame.body) {
                 self.tracker.on_portable_message();
             } else {
@@ -310,6 +334,7 @@ impl Cutter<'_, '_> {
             let passed = self.rewriter.on_client_message(
                 frame,
                 barrier,
+                check,
                 &mut hints,
                 self.out,
                 &mut self.answers,
@@ -336,6 +361,26 @@ impl Cutter<'_, '_> {
             untouched: untouched.len,
             end,
         }
+    }
+
+    /// The shape check before a Bind at `pos` (see [`Rewriter::check_bind`]).
+    /// `None` means hold: the pooler sent a Describe and a Flush, and the Bind
+    /// waits, not taken in, until the answer is in (the barrier).
+    fn check_bind(
+        &mut self,
+        statement: &[u8],
+        untouched: &mut Untouched,
+        pos: usize,
+    ) -> Result<Option<BindCheck>, WireError> {
+        let check = self
+            .rewriter
+            .check_bind(statement, self.server_skipping, self.out)?;
+        if check == BindCheck::Hold {
+            Self::stop_passing(untouched, pos);
+            *self.barrier = true;
+            return Ok(None);
+        }
+        Ok(Some(check))
     }
 
     /// Bytes that go to the server as they are, ending at `upto` in the source.
@@ -403,6 +448,7 @@ mod tests {
                 hints: &mut self.hints,
                 clean: &mut self.clean,
                 barrier: &mut self.barrier,
+                server_skipping: false,
                 stream_left: &mut self.stream_left,
                 out: &mut self.out,
                 max_message: 1 << 20,

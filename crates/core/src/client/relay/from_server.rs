@@ -29,6 +29,7 @@ pub(super) struct Capture {
 struct Observer<'a, 'b> {
     tracker: &'a mut TxnTracker,
     error_seen: &'a mut bool,
+    skipping: &'a mut bool,
     params: &'a mut ParamValues,
     plan: &'a mut ResponsePlan,
     statements: Option<&'a mut StatementCtx<'b>>,
@@ -47,6 +48,11 @@ fn wants_body(tag: u8, body_len: usize) -> bool {
 impl Observer<'_, '_> {
     fn head(&mut self, head: &MessageHead) -> Verdict {
         *self.error_seen |= head.tag == tag::ERROR_RESPONSE;
+        match head.tag {
+            tag::ERROR_RESPONSE => *self.skipping = true,
+            tag::READY_FOR_QUERY => *self.skipping = false,
+            _ => {}
+        }
         self.tracker.on_server_message(head);
         if self.statements.is_some() {
             self.plan
@@ -73,6 +79,20 @@ impl Observer<'_, '_> {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// Reads the shape off the answer to a Describe of a statement: the server's
+    /// copy has it, and the client, if it asked, was told it.
+    fn describe_answer(&mut self, msg_tag: u8, body: &[u8]) {
+        let Some(ctx) = self.statements.as_deref_mut() else {
+            return;
+        };
+        if let Some(seen) = self.plan.observe(msg_tag, body) {
+            ctx.server.set_shape(&seen.observe.global, seen.shape);
+            if let Some(statement) = &seen.observe.statement {
+                statement.set_shape(seen.shape);
+            }
         }
     }
 
@@ -113,6 +133,7 @@ impl RelayState {
         let mut obs = Observer {
             tracker: &mut self.tracker,
             error_seen: &mut self.server_error_seen,
+            skipping: &mut self.server_skipping,
             params: &mut self.param_changes,
             plan: &mut self.plan,
             statements,
@@ -135,8 +156,8 @@ impl RelayState {
         let capture = &mut self.capture;
         let mut scan = |head: MessageHead, obs: &mut Observer<'_, '_>| -> Result<(), WireError> {
             let verdict = obs.head(&head);
-            if verdict == Verdict::Drop {
-                tracing::warn!("server response to hide arrived mid-stream; forwarding it");
+            if verdict != Verdict::Forward {
+                tracing::warn!("server response to edit arrived mid-stream; forwarding it");
             }
             if wants_body(head.tag, head.body_len) {
                 let body_start = (head.start + 5).max(0) as usize;
@@ -186,8 +207,11 @@ impl RelayState {
             if wants_body(frame.tag, frame.body.len()) {
                 obs.body(frame.tag, frame.body);
             }
-            if obs.head(&head) == Verdict::Forward {
-                out.extend_from_slice(&self.server_inbox[..len]);
+            obs.describe_answer(frame.tag, frame.body);
+            match obs.head(&head) {
+                Verdict::Forward => out.extend_from_slice(&self.server_inbox[..len]),
+                Verdict::Drop => {}
+                Verdict::Replace(message) => out.extend_from_slice(message),
             }
             out.extend_from_slice(&std::mem::take(&mut obs.after));
             self.server_inbox.advance(len);

@@ -192,9 +192,13 @@ pub struct RelayState {
     max_client_message: usize,
     /// What the client's SQL may have done to session state (statement tracking).
     pub hints: SessionHints,
-    /// A query that may drop prepared statements is in flight: later client messages
-    /// wait in the inbox until its responses are in.
+    /// A query that may drop prepared statements is in flight, or a Describe whose
+    /// answer decides a Bind: later client messages wait in the inbox until every
+    /// response owed is in.
     barrier: bool,
+    /// The server answered an ErrorResponse and skips to the next Sync (cleared
+    /// by ReadyForQuery).
+    server_skipping: bool,
     /// The last Parse text the SQL pre-check found clean. Not client state (a fact
     /// about a string), so a recycled relay state keeps it.
     clean_parse: CleanMemo,
@@ -240,6 +244,7 @@ impl RelayState {
             max_client_message,
             hints: SessionHints::default(),
             barrier: false,
+            server_skipping: false,
             clean_parse: CleanMemo::default(),
         }
     }
@@ -281,6 +286,7 @@ impl RelayState {
             max_client_message: max_message,
             hints,
             barrier,
+            server_skipping,
             clean_parse: _,
         } = self;
         to_server.reset(max_client_message);
@@ -302,6 +308,7 @@ impl RelayState {
         *max_message = max_client_message;
         *hints = SessionHints::default();
         *barrier = false;
+        *server_skipping = false;
     }
 
     /// True when the server connection can be reused once the tracker says idle:
