@@ -24,7 +24,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Buf;
 use common::wire::{
-    self, bind, describe_statement, execute, flush, parse, query, sync, BackendMessage,
+    self, bind, describe_portal, describe_statement, execute, flush, parse, query, sync,
+    BackendMessage,
 };
 use common::{bin_dir, free_port, Next, PgServer, PoolMode, TidepoolProc, WireClient, HOST};
 
@@ -789,6 +790,49 @@ async fn a_statement_prepared_again_by_another_client_does_not_change_shape_unde
         assert_eq!(a.query(&a_new, &[]).await.unwrap()[0].len(), 2);
         assert_eq!(b.query(&b_new, &[]).await.unwrap()[0].len(), 2);
     }
+}
+
+/// pgjdbc learns a statement's columns from a Describe of the portal it bound,
+/// once, and later sends only Bind and Execute (with a result format per column
+/// it knows). Another client prepares the same text again after a schema change;
+/// this client must then get Postgres's error for a stale statement, exactly as
+/// from Postgres itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn columns_learned_from_a_portal_describe_are_kept_like_on_postgres() {
+    let setup = Setup::single(1, PoolMode::Transaction).await;
+    let mut client = setup.client().await;
+    let mut direct = setup.direct().await;
+    let mut other = setup.client().await;
+    client
+        .query_ok("CREATE TABLE portal_shape (x int); INSERT INTO portal_shape VALUES (1)")
+        .await;
+    let sql = "SELECT * FROM portal_shape";
+    let first = [
+        parse("s1", sql),
+        bind("", "s1", &[]),
+        describe_portal(""),
+        execute("", 0),
+        sync(),
+    ];
+    let answer = run_both(&mut client, &mut direct, &first).await;
+    assert_eq!(answer, "1 2 T[x:23] D[1] C(SELECT 1) Z(I)");
+    client
+        .query_ok("ALTER TABLE portal_shape ADD COLUMN y int DEFAULT 2")
+        .await;
+    let answer = run_batch(
+        &mut other,
+        &[
+            parse("o1", sql),
+            bind("", "o1", &[]),
+            execute("", 0),
+            sync(),
+        ],
+    )
+    .await;
+    assert_eq!(outline(&answer), "1 2 D[1,2] C(SELECT 1) Z(I)");
+    let again = [bind("", "s1", &[]), execute("", 0), sync()];
+    let answer = run_both(&mut client, &mut direct, &again).await;
+    assert_eq!(answer, "E(0A000) Z(I)");
 }
 
 /// A client's statement, prepared on one server before a schema change, is run

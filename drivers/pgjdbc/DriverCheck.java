@@ -2,8 +2,9 @@
 // connection (over 3 server connections), prepareThreshold=1 so the first
 // execution of a PreparedStatement already uses a named server statement
 // (S_1, S_2, ... on every connection: the names collide across clients),
-// PreparedStatement reuse across transactions, batch inserts, and a rollback
-// after an error. Connects with the libpq variables (PGHOST, PGPORT, PGUSER,
+// PreparedStatement reuse across transactions, batch inserts, a rollback
+// after an error, and server-prepared statements that a schema change makes
+// stale. Connects with the libpq variables (PGHOST, PGPORT, PGUSER,
 // PGPASSWORD, PGDATABASE, and PGSSLMODE/PGSSLROOTCERT when set) that
 // scripts/drivers.sh sets; prints one ok/FAIL line per check and exits 1 if
 // any failed.
@@ -230,6 +231,66 @@ public final class DriverCheck {
         }
     }
 
+    // CLIENTS connections, one after another, run the same server-prepared
+    // SELECT *; then the table gains a column and changes a type. On Postgres
+    // each connection's next run meets "cached plan must not change result
+    // type" once, which pgjdbc answers (autocommit on) by preparing again and
+    // retrying: every connection must see the new columns and values.
+    static void schemaChangeUnderPreparedStatements() throws Exception {
+        List<Connection> conns = new ArrayList<>();
+        List<PreparedStatement> selects = new ArrayList<>();
+        try {
+            for (int n = 0; n < CLIENTS; n++) {
+                Connection conn = connect();
+                conns.add(conn);
+                if (n == 0) {
+                    try (Statement st = conn.createStatement()) {
+                        st.execute("DROP TABLE IF EXISTS jdbc_shape");
+                        st.execute("CREATE TABLE jdbc_shape (id int PRIMARY KEY, v int)");
+                        st.execute("INSERT INTO jdbc_shape VALUES (1, 10)");
+                    }
+                }
+                selects.add(conn.prepareStatement("SELECT * FROM jdbc_shape WHERE id = ?"));
+            }
+            runEverySelect(selects, 2, "10");
+            try (Statement st = conns.get(0).createStatement()) {
+                st.execute("ALTER TABLE jdbc_shape ADD COLUMN note text DEFAULT 'added'");
+            }
+            runEverySelect(selects, 3, "10");
+            try (Statement st = conns.get(0).createStatement()) {
+                st.execute("ALTER TABLE jdbc_shape ALTER COLUMN v TYPE bigint");
+                st.execute("UPDATE jdbc_shape SET v = 5000000000");
+            }
+            runEverySelect(selects, 3, "5000000000");
+        } finally {
+            for (Connection conn : conns) {
+                try {
+                    conn.close();
+                } catch (SQLException ignored) {
+                    // Closing is best effort here.
+                }
+            }
+        }
+    }
+
+    static void runEverySelect(List<PreparedStatement> selects, int columns, String v) throws Exception {
+        for (int n = 0; n < selects.size(); n++) {
+            for (int round = 0; round < 3; round++) {
+                PreparedStatement select = selects.get(n);
+                select.setInt(1, 1);
+                try (ResultSet rs = select.executeQuery()) {
+                    expect(rs.next(), "connection " + n + ": no row");
+                    int got = rs.getMetaData().getColumnCount();
+                    expect(got == columns, "connection " + n + ": " + got + " columns, expected " + columns);
+                    expect(v.equals(rs.getString(2)), "connection " + n + ": v = " + rs.getString(2) + ", expected " + v);
+                    if (columns == 3) {
+                        expect("added".equals(rs.getString(3)), "connection " + n + ": note = " + rs.getString(3));
+                    }
+                }
+            }
+        }
+    }
+
     public static void main(String[] args) {
         check("create table", DriverCheck::createTable);
         check("10 threads, prepareThreshold=1: PreparedStatement reuse across transactions",
@@ -237,6 +298,8 @@ public final class DriverCheck {
         check("batch inserts (executeBatch) in transactions", () -> onEveryConnection(DriverCheck::batchInsert));
         check("rollback after an error, statements still usable", () -> onEveryConnection(DriverCheck::rollbackOnError));
         check("idle clients hold no server connection", DriverCheck::idleClientsHoldNoServer);
+        check("server-prepared statements after ALTER TABLE: new columns, no stale rows",
+                DriverCheck::schemaChangeUnderPreparedStatements);
         System.exit(failed == 0 ? 0 : 1);
     }
 }

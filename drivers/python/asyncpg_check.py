@@ -4,8 +4,8 @@ A pool of 10 connections over Tidepool's 3 server connections, with
 asyncpg's default statement cache (every query is a named statement,
 __asyncpg_stmt_N__, and the names collide across connections), transactions,
 executemany, COPY in both directions, explicitly prepared statements reused
-across transactions, and the reset asyncpg runs when a connection goes back
-to its pool.
+across transactions, the reset asyncpg runs when a connection goes back to
+its pool, and cached statements that a schema change makes stale.
 """
 
 import asyncio
@@ -127,6 +127,40 @@ async def idle_clients_after_prepare():
             conn.terminate()
 
 
+async def schema_change_under_cached_statements():
+    """CLIENTS connections of their own (not a pool: asyncpg drops a pool's
+    statement caches together) cache the same SELECT * and run it; then the
+    table gains a column and changes a type. On Postgres each connection's next
+    run meets "cached plan must not change result type" once, which asyncpg
+    answers by preparing again and retrying: every connection must get the new
+    columns, never rows of a shape it was not told."""
+    conns = [await asyncpg.connect(timeout=10) for _ in range(CLIENTS)]
+    try:
+        await conns[0].execute("DROP TABLE IF EXISTS asyncpg_shape")
+        await conns[0].execute("CREATE TABLE asyncpg_shape (id int PRIMARY KEY, v int)")
+        await conns[0].execute("INSERT INTO asyncpg_shape VALUES (1, 10)")
+        query = "SELECT * FROM asyncpg_shape WHERE id = $1"
+
+        async def run_all(expected):
+            # One connection after another: the first to meet the change
+            # prepares the statement again on its server, and the next ones
+            # may land on that server.
+            for n, conn in enumerate(conns):
+                for _ in range(3):
+                    row = await asyncio.wait_for(conn.fetchrow(query, 1), PROBE_TIMEOUT)
+                    expect(dict(row) == expected, f"connection {n}: {dict(row)}, expected {expected}")
+
+        await run_all({"id": 1, "v": 10})
+        await conns[0].execute("ALTER TABLE asyncpg_shape ADD COLUMN note text DEFAULT 'added'")
+        await run_all({"id": 1, "v": 10, "note": "added"})
+        await conns[0].execute("ALTER TABLE asyncpg_shape ALTER COLUMN v TYPE bigint")
+        await conns[0].execute("UPDATE asyncpg_shape SET v = 5000000000")
+        await run_all({"id": 1, "v": 5000000000, "note": "added"})
+    finally:
+        for conn in conns:
+            conn.terminate()
+
+
 async def cancel_on_timeout(pool):
     async with pool.acquire() as conn:
         loop = asyncio.get_running_loop()
@@ -156,6 +190,8 @@ async def main():
         await report.acheck("20 tasks acquiring and releasing (reset query on release)", acquire_release_cycles, pool)
         await report.acheck("query timeout cancels pg_sleep", cancel_on_timeout, pool)
         await report.acheck("idle clients hold no server connection after conn.prepare()", idle_clients_after_prepare)
+        await report.acheck("cached statements after ALTER TABLE: new columns, no stale rows",
+                            schema_change_under_cached_statements)
     finally:
         await asyncio.wait_for(pool.close(), 30)
     report.exit()

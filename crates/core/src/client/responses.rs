@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use pgwire::tag;
 
-use super::statements::{ShapeHasher, Statement};
+use super::statements::{columns_fingerprint, parameters_fingerprint, Shape, Statement};
 
 /// Which message ends the response to a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,7 +90,7 @@ pub struct Observe {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Observed {
     pub observe: Observe,
-    pub shape: u64,
+    pub shape: Shape,
 }
 
 #[derive(Debug, Clone)]
@@ -101,11 +101,10 @@ enum Entry {
     Hidden { end: ResponseEnd, undo: Undo },
     /// A request the pooler answers itself with this message.
     Answer(&'static [u8], Undo),
-    /// A Describe of a statement, its answer read (and forwarded or dropped).
-    Describe {
-        observe: Box<Observe>,
-        hasher: ShapeHasher,
-    },
+    /// A Describe of a statement (or of a portal bound from one), its answer
+    /// read (and forwarded or dropped); `params` is the ParameterDescription's
+    /// fingerprint once seen (a portal's answer has none).
+    Describe { observe: Box<Observe>, params: u64 },
     /// A client request sent so that it fails: its ErrorResponse is replaced by
     /// this one.
     Fail {
@@ -153,6 +152,9 @@ pub struct ResponsePlan {
     entries: VecDeque<Entry>,
     /// Entries that are not plain forwards; zero means the stream needs no edits.
     special: usize,
+    /// The client's statement last bound to the unnamed portal, so that the
+    /// answer to a Describe of that portal tells its columns.
+    pub unnamed_portal: Option<Arc<Statement>>,
 }
 
 impl ResponsePlan {
@@ -168,13 +170,18 @@ impl ResponsePlan {
     /// Empties this plan in place for another transaction, keeping its queue's
     /// room (unless a long pipeline made it large).
     pub fn reset(&mut self) {
-        let Self { entries, special } = self;
+        let Self {
+            entries,
+            special,
+            unnamed_portal,
+        } = self;
         if entries.capacity() > 64 {
             *entries = VecDeque::new();
         } else {
             entries.clear();
         }
         *special = 0;
+        *unnamed_portal = None;
     }
 
     /// A client request forwarded to the server.
@@ -188,13 +195,14 @@ impl ResponsePlan {
         self.entries.push_back(Entry::Hidden { end, undo });
     }
 
-    /// A Describe of a statement whose answer is read for its shape: the client's
-    /// own (`observe.statement` is its statement) or one the pooler added.
+    /// A Describe whose answer is read for a statement's shape: the client's own
+    /// (`observe.statement` is its statement), of the statement or of a portal
+    /// bound from it, or one the pooler added.
     pub fn describe(&mut self, observe: Observe) {
         self.special += 1;
         self.entries.push_back(Entry::Describe {
             observe: Box::new(observe),
-            hasher: ShapeHasher::default(),
+            params: super::statements::UNKNOWN,
         });
     }
 
@@ -209,21 +217,24 @@ impl ResponsePlan {
     /// head (ParameterDescription, then RowDescription or NoData). Returns the
     /// shape once its last message is in; call before [`Self::on_server_message`].
     pub fn observe(&mut self, msg: u8, body: &[u8]) -> Option<Observed> {
-        let Some(Entry::Describe { observe, hasher }) = self.entries.front_mut() else {
+        let Some(Entry::Describe { observe, params }) = self.entries.front_mut() else {
             return None;
         };
-        let shape = match msg {
+        let rows = match msg {
             tag::PARAMETER_DESCRIPTION => {
-                hasher.parameters(body);
+                *params = parameters_fingerprint(body);
                 return None;
             }
-            tag::ROW_DESCRIPTION => hasher.finish(Some(body)),
-            tag::NO_DATA => hasher.finish(None),
+            tag::ROW_DESCRIPTION => columns_fingerprint(Some(body)),
+            tag::NO_DATA => columns_fingerprint(None),
             _ => return None,
         };
         Some(Observed {
             observe: (**observe).clone(),
-            shape,
+            shape: Shape {
+                params: *params,
+                rows,
+            },
         })
     }
 
@@ -445,7 +456,8 @@ mod tests {
         assert_eq!(v, vec![(b't', Verdict::Drop)]);
         let seen = plan.observe(tag::NO_DATA, &[]).expect("NoData ends it");
         assert_eq!((&*seen.observe.global, seen.observe.statement), ("g", None));
-        assert_ne!(seen.shape, super::super::statements::UNKNOWN_SHAPE);
+        assert_ne!(seen.shape.params, super::super::statements::UNKNOWN);
+        assert_ne!(seen.shape.rows, super::super::statements::UNKNOWN);
         let (v, _, _) = run(&mut plan, b"n2");
         assert_eq!(v, vec![(b'n', Verdict::Drop), (b'2', Verdict::Forward)]);
         assert!(plan.is_empty() && plan.is_plain());

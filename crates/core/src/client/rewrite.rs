@@ -12,7 +12,7 @@ use bytes::{BufMut, BytesMut};
 use pgwire::{frame::Frame, tag, WireError};
 
 use super::responses::{Observe, ResponseEnd, ResponsePlan, Undo, CLOSE_COMPLETE};
-use super::statements::{ClientStatements, ServerStatements, Statement, UNKNOWN_SHAPE};
+use super::statements::{ClientStatements, Fit, ServerStatements, Statement};
 use crate::sql_hint::SessionHints;
 
 /// What became of one client message.
@@ -120,7 +120,15 @@ impl Rewriter<'_> {
             }
             tag::DESCRIBE => match self.statement_target(frame.body, "Describe")? {
                 None => {
-                    self.plan.forward(ResponseEnd::Description, Undo::None);
+                    match self.portal_statement(frame.body) {
+                        // The answer tells the client the columns of the statement
+                        // bound to the portal: read it, unless nothing is new.
+                        Some(s) => self.plan.describe(Observe {
+                            global: s.global.clone(),
+                            statement: Some(s),
+                        }),
+                        None => self.plan.forward(ResponseEnd::Description, Undo::None),
+                    }
                     Pass::Untouched
                 }
                 Some(s) => {
@@ -196,14 +204,15 @@ impl Rewriter<'_> {
         hints: &mut SessionHints,
         to_server: &mut BytesMut,
     ) -> Result<Pass, WireError> {
-        let pass = match self.named(statement)? {
+        let bound = self.named(statement)?;
+        let pass = match &bound {
             None => Pass::Untouched,
             Some(s) => {
                 let target = if check == BindCheck::Fail {
                     NO_SUCH_STATEMENT
                 } else {
                     hints.merge(s.hints);
-                    self.ensure_prepared(&s, to_server);
+                    self.ensure_prepared(s, to_server);
                     &s.global
                 };
                 to_server.put_u8(tag::BIND);
@@ -221,7 +230,23 @@ impl Rewriter<'_> {
         } else {
             self.plan.forward(ResponseEnd::BindComplete, Undo::None);
         }
+        if portal.is_empty() {
+            self.plan.unnamed_portal = bound.filter(|_| check != BindCheck::Fail);
+        }
         Ok(pass)
+    }
+
+    /// For a Describe of the unnamed portal: the client's statement bound to it,
+    /// if its answer would tell something not known yet (the client's columns, or
+    /// those of this server's copy). Named portals are not followed.
+    fn portal_statement(&self, body: &[u8]) -> Option<Arc<Statement>> {
+        if body != b"P\0" {
+            return None;
+        }
+        let s = self.plan.unnamed_portal.as_ref()?;
+        let copy = self.server.shape(&s.global)?;
+        let unknown = super::statements::UNKNOWN;
+        (s.shape().rows == unknown || copy.rows == unknown).then(|| s.clone())
     }
 
     /// Before a Bind of `statement`: whether the server's copy has the shape the
@@ -245,23 +270,24 @@ impl Rewriter<'_> {
         };
         let want = s.shape();
         let retried = self.server.take_reprepared(&s.global);
-        if want == UNKNOWN_SHAPE || server_skipping {
+        if want.is_unknown() || server_skipping {
             return Ok(BindCheck::Go);
         }
-        Ok(match self.server.shape(&s.global) {
-            Some(have) if have == want => BindCheck::Go,
-            Some(UNKNOWN_SHAPE) if retried => BindCheck::Go,
-            Some(UNKNOWN_SHAPE) => {
+        let fit = self.server.shape(&s.global).map(|have| want.fit(have));
+        Ok(match fit {
+            Some(Fit::Same) => BindCheck::Go,
+            Some(Fit::Unknown) if retried => BindCheck::Go,
+            Some(Fit::Unknown) => {
                 self.hidden_describe(&s.global, to_server);
                 BindCheck::Hold
             }
-            Some(_) if retried => BindCheck::Fail,
-            Some(_) | None => {
+            Some(Fit::Different) if retried => BindCheck::Fail,
+            Some(Fit::Different) | None => {
                 if !self.server.touch(&s.global) {
                     self.evict_for(&s.global, to_server);
                 }
                 self.put_parse(&s, to_server);
-                self.server.set_shape(&s.global, UNKNOWN_SHAPE);
+                self.server.forget_shape(&s.global);
                 self.plan.hidden(
                     ResponseEnd::ParseComplete,
                     Undo::AddedParse {
@@ -326,7 +352,7 @@ impl Rewriter<'_> {
         }
         self.put_parse(&statement, to_server);
         // A new copy: its shape is known again once something describes it.
-        self.server.set_shape(&statement.global, UNKNOWN_SHAPE);
+        self.server.forget_shape(&statement.global);
         self.plan.forward(
             ResponseEnd::ParseComplete,
             Undo::ClientParse {

@@ -6,8 +6,8 @@
 //! clients preparing the same query share one server-side statement. Each server
 //! keeps a bounded LRU of what it has; evicting one means closing it on that server.
 //!
-//! A statement also has a shape: a fingerprint of its parameter types and result
-//! columns, as a Describe of it reported them. Postgres fixes a statement's shape
+//! A statement also has a shape: fingerprints of its parameter types and result
+//! columns, as Describes reported them. Postgres fixes a statement's shape
 //! when it is prepared and refuses to run it once a schema change would alter its
 //! columns. A copy prepared later, on another server or by another client, may
 //! have a new shape, so the pooler keeps both the shape each client was told and
@@ -32,10 +32,12 @@ pub struct Statement {
     /// What running it may do to session state, applied at each Bind: a prepared
     /// `SET` changes settings when it runs, in a later transaction than its Parse.
     pub hints: SessionHints,
-    /// The shape the client was told by its last Describe of the statement, or
-    /// [`UNKNOWN_SHAPE`] if it never asked (it then learns columns per portal).
-    /// Atomic only to be set through the `Arc` the client's map shares.
-    shape: AtomicU64,
+    /// The shape the client was told by its Describes of the statement (or of a
+    /// portal bound from it); unknown if it never asked (it then learns the
+    /// columns per portal, each time). Atomic only to be set through the `Arc` the
+    /// client's map shares.
+    params: AtomicU64,
+    rows: AtomicU64,
 }
 
 impl PartialEq for Statement {
@@ -46,8 +48,59 @@ impl PartialEq for Statement {
 
 impl Eq for Statement {}
 
-/// A shape no Describe has reported yet.
-pub const UNKNOWN_SHAPE: u64 = 0;
+/// A fingerprint no Describe has reported yet.
+pub const UNKNOWN: u64 = 0;
+
+/// What Describes reported of a statement: a fingerprint of its parameter types
+/// and one of its result columns, each [`UNKNOWN`] until reported (a portal's
+/// Describe reports the columns only).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Shape {
+    pub params: u64,
+    pub rows: u64,
+}
+
+/// How a server's copy compares with the shape a client was told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fit {
+    Same,
+    /// A part the client was told is not known for the copy.
+    Unknown,
+    Different,
+}
+
+impl Shape {
+    pub fn is_unknown(self) -> bool {
+        self.params == UNKNOWN && self.rows == UNKNOWN
+    }
+
+    /// Takes the parts `seen` reports.
+    pub fn learn(&mut self, seen: Shape) {
+        if seen.params != UNKNOWN {
+            self.params = seen.params;
+        }
+        if seen.rows != UNKNOWN {
+            self.rows = seen.rows;
+        }
+    }
+
+    /// How `have` (a server's copy) fits `self` (what the client was told), part
+    /// by part; parts the client was not told do not count.
+    pub fn fit(self, have: Shape) -> Fit {
+        let mut fit = Fit::Same;
+        for (want, have) in [(self.params, have.params), (self.rows, have.rows)] {
+            if want == UNKNOWN {
+                continue;
+            }
+            if have == UNKNOWN {
+                fit = Fit::Unknown;
+            } else if have != want {
+                return Fit::Different;
+            }
+        }
+        fit
+    }
+}
 
 impl Statement {
     /// Builds the statement of a client's Parse body (`name`, query, parameter types).
@@ -66,90 +119,79 @@ impl Statement {
             global,
             parse: parse.freeze(),
             hints,
-            shape: AtomicU64::new(UNKNOWN_SHAPE),
+            params: AtomicU64::new(UNKNOWN),
+            rows: AtomicU64::new(UNKNOWN),
         }
     }
 
-    /// The shape the client was told, or [`UNKNOWN_SHAPE`].
-    pub fn shape(&self) -> u64 {
-        self.shape.load(Ordering::Relaxed)
+    /// The shape the client was told.
+    pub fn shape(&self) -> Shape {
+        Shape {
+            params: self.params.load(Ordering::Relaxed),
+            rows: self.rows.load(Ordering::Relaxed),
+        }
     }
 
-    /// Records the shape a Describe of the statement told the client.
-    pub fn set_shape(&self, shape: u64) {
-        self.shape.store(shape, Ordering::Relaxed);
+    /// Records what a Describe told the client.
+    pub fn learn(&self, seen: Shape) {
+        if seen.params != UNKNOWN {
+            self.params.store(seen.params, Ordering::Relaxed);
+        }
+        if seen.rows != UNKNOWN {
+            self.rows.store(seen.rows, Ordering::Relaxed);
+        }
     }
 }
 
-/// Fingerprints the answer to a Describe of a statement: its ParameterDescription
-/// body, then its RowDescription body (or NoData). Per column it takes the name,
-/// type and type modifier, as Postgres compares them, and leaves out the source
-/// table and column (a table made again has new ones) and the format code (always
-/// text for a statement, the Bind's choice for a portal). Never [`UNKNOWN_SHAPE`].
-#[derive(Debug, Clone, Copy)]
-pub struct ShapeHasher(u64);
-
-impl Default for ShapeHasher {
-    fn default() -> Self {
-        Self(0xcbf2_9ce4_8422_2325)
+/// FNV-1a over `parts`, never [`UNKNOWN`].
+fn fingerprint<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for &b in part {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    if h == UNKNOWN {
+        1
+    } else {
+        h
     }
 }
 
-impl ShapeHasher {
-    fn eat(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    }
+/// The fingerprint of a ParameterDescription body: the parameter types.
+pub fn parameters_fingerprint(body: &[u8]) -> u64 {
+    fingerprint([body])
+}
 
-    /// Takes a ParameterDescription body as it is.
-    pub fn parameters(&mut self, body: &[u8]) {
-        self.eat(b"t");
-        self.eat(body);
-    }
-
-    /// Takes a RowDescription body (`Some`) or NoData (`None`) and gives the
-    /// fingerprint. A body too short for its field count is taken as it is.
-    pub fn finish(mut self, rows: Option<&[u8]>) -> u64 {
-        match rows {
-            None => self.eat(b"n"),
-            Some(body) => {
-                self.eat(b"T");
-                if !self.columns(body) {
-                    self.eat(body);
-                }
-            }
-        }
-        if self.0 == UNKNOWN_SHAPE {
-            1
-        } else {
-            self.0
-        }
-    }
-
-    /// Each column's name, type OID and type modifier; false if the body is cut.
-    fn columns(&mut self, body: &[u8]) -> bool {
-        let Some((count, mut rest)) = body.split_first_chunk::<2>() else {
-            return false;
+/// The fingerprint of a RowDescription body (`Some`) or of NoData (`None`). Per
+/// column it takes the name, type and type modifier, as Postgres compares them,
+/// and leaves out the source table and column (a table made again has new ones)
+/// and the format code (text for a statement, the Bind's choice for a portal). A
+/// body cut short is taken whole.
+pub fn columns_fingerprint(body: Option<&[u8]>) -> u64 {
+    let Some(body) = body else {
+        return fingerprint([b"n".as_slice()]);
+    };
+    let mut parts: Vec<&[u8]> = vec![b"T"];
+    let Some((count, mut rest)) = body.split_first_chunk::<2>() else {
+        return fingerprint([b"T".as_slice(), body]);
+    };
+    parts.push(count);
+    for _ in 0..u16::from_be_bytes(*count) {
+        // name NUL, table OID (4), column number (2), type OID (4), type length
+        // (2), type modifier (4), format (2)
+        let field = rest
+            .iter()
+            .position(|&b| b == 0)
+            .and_then(|end| rest.get(..end + 1 + 18).map(|f| (end, f)));
+        let Some((name_end, field)) = field else {
+            return fingerprint([b"T".as_slice(), body]);
         };
-        self.eat(count);
-        for _ in 0..u16::from_be_bytes(*count) {
-            let Some(name_end) = rest.iter().position(|&b| b == 0) else {
-                return false;
-            };
-            // name NUL, table OID (4), column number (2), type OID (4), type
-            // length (2), type modifier (4), format (2)
-            let Some(field) = rest.get(..name_end + 1 + 18) else {
-                return false;
-            };
-            self.eat(&field[..name_end + 1]);
-            let fixed = &field[name_end + 1..];
-            self.eat(&fixed[6..10]);
-            self.eat(&fixed[12..16]);
-            rest = &rest[name_end + 1 + 18..];
-        }
-        true
+        let fixed = &field[name_end + 1..];
+        parts.extend([&field[..name_end + 1], &fixed[6..10], &fixed[12..16]]);
+        rest = &rest[name_end + 1 + 18..];
     }
+    fingerprint(parts)
 }
 
 /// A client's prepared statements, by the names it chose. The map is allocated at
@@ -208,12 +250,12 @@ pub struct ServerStatements {
     pub counts: StatementCounts,
 }
 
-/// One statement on the server: when it was last used, and its shape if a
-/// Describe of this copy reported it.
+/// One statement on the server: when it was last used, and what Describes of
+/// this copy reported.
 #[derive(Debug, Clone)]
 struct ServerCopy {
     used: u64,
-    shape: u64,
+    shape: Shape,
 }
 
 /// Statement cache events of one server connection, counted without atomics and
@@ -288,7 +330,7 @@ impl ServerStatements {
             global.into(),
             ServerCopy {
                 used: self.clock,
-                shape: UNKNOWN_SHAPE,
+                shape: Shape::default(),
             },
         );
         self.counts.prepares += 1;
@@ -311,22 +353,27 @@ impl ServerStatements {
             global.into(),
             ServerCopy {
                 used: self.clock,
-                shape: UNKNOWN_SHAPE,
+                shape: Shape::default(),
             },
         );
     }
 
-    /// The shape of the server's copy of `global` ([`UNKNOWN_SHAPE`] if no
-    /// Describe of it has been seen), or `None` if the server lacks it.
-    pub fn shape(&self, global: &str) -> Option<u64> {
+    /// The shape of the server's copy of `global`, or `None` if the server lacks it.
+    pub fn shape(&self, global: &str) -> Option<Shape> {
         self.last_used.get(global).map(|copy| copy.shape)
     }
 
-    /// Records the shape a Describe of the server's copy of `global` reported
-    /// (a copy made again since reports [`UNKNOWN_SHAPE`] until described).
-    pub fn set_shape(&mut self, global: &str, shape: u64) {
+    /// Records what a Describe of the server's copy of `global` reported.
+    pub fn learn(&mut self, global: &str, seen: Shape) {
         if let Some(copy) = self.last_used.get_mut(global) {
-            copy.shape = shape;
+            copy.shape.learn(seen);
+        }
+    }
+
+    /// The copy of `global` was made again: nothing is known of its shape.
+    pub fn forget_shape(&mut self, global: &str) {
+        if let Some(copy) = self.last_used.get_mut(global) {
+            copy.shape = Shape::default();
         }
     }
 
@@ -392,49 +439,62 @@ mod tests {
         out
     }
 
-    fn shape(params: &[u8], rows: Option<&[u8]>) -> u64 {
-        let mut h = ShapeHasher::default();
-        h.parameters(params);
-        h.finish(rows)
-    }
-
     #[test]
-    fn a_shape_is_names_types_and_modifiers_of_parameters_and_columns() {
-        let no_params = [0u8, 0];
+    fn a_shape_is_names_types_and_modifiers_of_columns_and_the_parameter_types() {
         let base = columns(&[("x", 16384, 1, 23, -1, 0), ("y", 16384, 2, 25, -1, 0)]);
-        let s = shape(&no_params, Some(&base));
-        assert_ne!(s, UNKNOWN_SHAPE);
+        let s = columns_fingerprint(Some(&base));
+        assert_ne!(s, UNKNOWN);
         // Where the columns come from, and in which format, do not count.
         let moved = columns(&[("x", 16999, 3, 23, -1, 1), ("y", 16999, 4, 25, -1, 1)]);
-        assert_eq!(shape(&no_params, Some(&moved)), s);
-        // Names, types, modifiers, the column count and the parameters do.
+        assert_eq!(columns_fingerprint(Some(&moved)), s);
+        // Names, types, modifiers and the column count do.
         for other in [
             columns(&[("x", 16384, 1, 20, -1, 0), ("y", 16384, 2, 25, -1, 0)]),
             columns(&[("x", 16384, 1, 23, -1, 0), ("z", 16384, 2, 25, -1, 0)]),
             columns(&[("x", 16384, 1, 23, 12, 0), ("y", 16384, 2, 25, -1, 0)]),
             columns(&[("x", 16384, 1, 23, -1, 0)]),
         ] {
-            assert_ne!(shape(&no_params, Some(&other)), s);
+            assert_ne!(columns_fingerprint(Some(&other)), s);
         }
-        assert_ne!(shape(&[0, 1, 0, 0, 0, 23], Some(&base)), s);
         assert_ne!(
-            shape(&no_params, None),
-            shape(&no_params, Some(&columns(&[])))
+            columns_fingerprint(None),
+            columns_fingerprint(Some(&columns(&[])))
         );
-        // A cut body still gives a shape, and not the whole one's.
-        assert_ne!(shape(&no_params, Some(&base[..base.len() - 3])), s);
+        // A cut body still gives a fingerprint, and not the whole one's.
+        assert_ne!(columns_fingerprint(Some(&base[..base.len() - 3])), s);
+        assert_ne!(
+            parameters_fingerprint(&[0, 1, 0, 0, 0, 23]),
+            parameters_fingerprint(&[0, 1, 0, 0, 0, 20])
+        );
+    }
+
+    #[test]
+    fn a_copy_fits_on_the_parts_the_client_was_told() {
+        let told = Shape { params: 5, rows: 7 };
+        assert_eq!(told.fit(told), Fit::Same);
+        assert_eq!(told.fit(Shape { params: 5, rows: 0 }), Fit::Unknown);
+        assert_eq!(told.fit(Shape { params: 0, rows: 8 }), Fit::Different);
+        let rows_only = Shape { params: 0, rows: 7 };
+        assert_eq!(rows_only.fit(Shape { params: 9, rows: 7 }), Fit::Same);
+        assert!(Shape::default().is_unknown() && !rows_only.is_unknown());
+        let mut learned = Shape { params: 5, rows: 0 };
+        learned.learn(rows_only);
+        assert_eq!(learned, told);
     }
 
     #[test]
     fn a_copy_made_again_has_no_shape_until_described() {
+        let told = Shape { params: 5, rows: 7 };
         let mut s = ServerStatements::new(4);
         assert_eq!(s.shape("a"), None);
         s.insert("a");
-        assert_eq!(s.shape("a"), Some(UNKNOWN_SHAPE));
-        s.set_shape("a", 7);
+        assert_eq!(s.shape("a"), Some(Shape::default()));
+        s.learn("a", told);
         assert!(s.touch("a"));
-        assert_eq!(s.shape("a"), Some(7), "use keeps the shape");
-        s.set_shape("missing", 7);
+        assert_eq!(s.shape("a"), Some(told), "use keeps the shape");
+        s.forget_shape("a");
+        assert_eq!(s.shape("a"), Some(Shape::default()));
+        s.learn("missing", told);
         assert_eq!(s.shape("missing"), None);
         s.mark_reprepared("a");
         assert!(!s.take_reprepared("b"), "another statement's check");
@@ -442,9 +502,10 @@ mod tests {
         s.mark_reprepared("a");
         assert!(s.take_reprepared("a"));
         let shared = Statement::from_parse_rest(b"select 1\0\0\0", SessionHints::default());
-        assert_eq!(shared.shape(), UNKNOWN_SHAPE);
-        shared.set_shape(9);
-        assert_eq!(shared.shape(), 9);
+        assert!(shared.shape().is_unknown());
+        shared.learn(Shape { params: 0, rows: 9 });
+        shared.learn(Shape { params: 3, rows: 0 });
+        assert_eq!(shared.shape(), Shape { params: 3, rows: 9 });
     }
 
     #[test]

@@ -89,9 +89,9 @@ impl Observer<'_, '_> {
             return;
         };
         if let Some(seen) = self.plan.observe(msg_tag, body) {
-            ctx.server.set_shape(&seen.observe.global, seen.shape);
+            ctx.server.learn(&seen.observe.global, seen.shape);
             if let Some(statement) = &seen.observe.statement {
-                statement.set_shape(seen.shape);
+                statement.learn(seen.shape);
             }
         }
     }
