@@ -737,6 +737,137 @@ async fn requests_sent_after_a_flushed_error_end_at_the_sync_like_on_postgres() 
     );
 }
 
+/// Reads messages until the `count`-th ReadyForQuery; the outline, with what
+/// ended the wait early if something did.
+async fn read_until_ready_n(client: &mut WireClient, count: usize) -> String {
+    let mut got = Vec::new();
+    let mut seen = 0;
+    while seen < count {
+        match client.next_within(NO_HANG).await {
+            Next::Message(m) => {
+                seen += usize::from(m.tag == b'Z');
+                got.push(m);
+            }
+            other => return format!("{} (then {other:?})", outline(&got)),
+        }
+    }
+    outline(&got)
+}
+
+/// After a flushed Parse error, a client pipelines Bind/Execute/Sync and then a
+/// Close of another statement (which the pooler answers itself) and a second
+/// Sync. Postgres answers `Z 3 Z`; the CloseComplete must not be lost behind
+/// the requests the server skipped, nor the server kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_close_after_skipped_requests_is_answered_like_on_postgres() {
+    let setup = Setup::single(1, PoolMode::Transaction).await;
+    let mut client = setup.client().await;
+    let mut direct = setup.direct().await;
+    let answer = run_both(
+        &mut client,
+        &mut direct,
+        &[parse("s_keep", "SELECT 4"), sync()],
+    )
+    .await;
+    assert_eq!(answer, "1 Z(I)");
+    let mut answers = Vec::new();
+    for c in [&mut client, &mut direct] {
+        c.send(&[parse("s_bad", "SELEC 1"), flush()].concat()).await;
+        match c.next_within(NO_HANG).await {
+            Next::Message(m) if m.tag == b'E' => {}
+            other => panic!("expected the Parse's error after Flush, got {other:?}"),
+        }
+        let batch = [
+            bind("", "s_bad", &[]),
+            execute("", 0),
+            sync(),
+            close_statement("s_keep"),
+            sync(),
+        ];
+        c.send(&batch.concat()).await;
+        answers.push(read_until_ready_n(c, 2).await);
+    }
+    assert_eq!(answers[0], answers[1], "Tidepool (left), Postgres (right)");
+    assert_eq!(answers[0], "Z(I) 3 Z(I)");
+    let mut other = setup.client().await;
+    tokio::time::timeout(NO_HANG, other.query_ok("SELECT 1"))
+        .await
+        .expect("the only server was never given back");
+}
+
+/// A client sends a Sync after a flushed error and, in the same write, runs a
+/// statement another client has since prepared again with new columns. The
+/// server stops skipping at that Sync, so the statement must be checked and
+/// fail as on Postgres, not run with the new columns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bind_after_the_sync_that_ends_an_error_is_checked_like_any_other() {
+    let setup = Setup::single(1, PoolMode::Transaction).await;
+    let mut a = setup.client().await;
+    let mut b = setup.client().await;
+    let mut direct = setup.direct().await;
+    a.query_ok("CREATE TABLE after_sync (x int); INSERT INTO after_sync VALUES (1)")
+        .await;
+    let sql = "SELECT * FROM after_sync";
+    let prepare = [parse("s1", sql), describe_statement("s1"), sync()];
+    let answer = run_both(&mut a, &mut direct, &prepare).await;
+    assert_eq!(answer, "1 t[] T[x:23] Z(I)");
+    a.query_ok("ALTER TABLE after_sync ADD COLUMN y text DEFAULT 'new'")
+        .await;
+    let answer = run_batch(&mut b, &[parse("t1", sql), sync()]).await;
+    assert_eq!(outline(&answer), "1 Z(I)");
+    let mut answers = Vec::new();
+    for c in [&mut a, &mut direct] {
+        c.send(&[parse("bad", "SELEC 1"), flush()].concat()).await;
+        match c.next_within(NO_HANG).await {
+            Next::Message(m) if m.tag == b'E' => {}
+            other => panic!("expected the Parse's error after Flush, got {other:?}"),
+        }
+        c.send(&[sync(), bind("", "s1", &[]), execute("", 0), sync()].concat())
+            .await;
+        answers.push(read_until_ready_n(c, 2).await);
+    }
+    assert_eq!(answers[0], answers[1], "Tidepool (left), Postgres (right)");
+    assert_eq!(answers[0], "Z(I) E(0A000) Z(I)");
+}
+
+/// Server Y has an old copy of a statement (prepared before a schema change and
+/// never described); a client that prepared the text after the change, on
+/// server X, runs it on Y. Postgres would run it (the client's statement is
+/// new), so the pooler must not describe Y's old copy (Postgres fails that
+/// Describe with 0A000) but prepare it again there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_copy_on_another_server_is_prepared_again_for_a_new_statement() {
+    let setup = Setup::single(2, PoolMode::Transaction).await;
+    let mut a = setup.client().await;
+    let mut b = setup.client().await;
+    a.query_ok("CREATE TABLE old_copy (x int); INSERT INTO old_copy VALUES (1)")
+        .await;
+    let sql = "SELECT * FROM old_copy";
+    let pid_y = prepare_on_one_server(&mut b, &[("t1", sql)]).await;
+    a.query_ok("ALTER TABLE old_copy ADD COLUMN y text DEFAULT 'new'")
+        .await;
+    let holder = occupy_server(&setup, &pid_y).await;
+    let answer = run_batch(
+        &mut a,
+        &[
+            parse("s1", sql),
+            describe_statement("s1"),
+            backend_pid_query(),
+            sync(),
+        ],
+    )
+    .await;
+    let pid_x = wire::rows(&answer)[0][0].clone().unwrap();
+    assert_ne!(pid_x, pid_y);
+    drop(holder);
+    let mut holder = occupy_server(&setup, &pid_x).await;
+    for _ in 0..3 {
+        let answer = run_batch(&mut a, &[bind("", "s1", &[]), execute("", 0), sync()]).await;
+        assert_eq!(outline(&answer), "2 D[1,new] C(SELECT 1) Z(I)");
+    }
+    assert_eq!(holder.query_ok("COMMIT").await.1, b'I');
+}
+
 /// The error Postgres gives a client that runs a statement whose result columns
 /// changed since the client described it.
 fn assert_stale(result: Result<Vec<tokio_postgres::Row>, tokio_postgres::Error>, who: &str) {

@@ -238,6 +238,15 @@ impl ResponsePlan {
         })
     }
 
+    /// True when a Sync or Query sent is still unanswered: after an error, the
+    /// server stops skipping there, before anything sent later.
+    pub fn owes_ready(&self) -> bool {
+        self.entries.iter().any(|e| {
+            e.end_and_verdict()
+                .is_some_and(|(end, _)| end == ResponseEnd::Ready)
+        })
+    }
+
     /// A request the pooler answers itself. Answers due at once are written to `out`.
     pub fn answer(&mut self, message: &'static [u8], undo: Undo, out: &mut Vec<u8>) {
         self.special += 1;
@@ -297,10 +306,12 @@ impl ResponsePlan {
                 let skipped = self.pop();
                 push_undo(skipped, undo);
             }
-            return match self.pop() {
+            let verdict = match self.pop() {
                 Some(Entry::Hidden { .. }) => Verdict::Drop,
                 _ => Verdict::Forward,
             };
+            self.release_answers(after);
+            return verdict;
         }
         if msg == tag::ERROR_RESPONSE && end != ResponseEnd::Ready {
             // Extended protocol: the server now skips to the next Sync.
@@ -502,6 +513,25 @@ mod tests {
         assert!(!plan.is_empty(), "the second Sync is still owed");
         let (_, _, _) = run(&mut plan, b"Z");
         assert!(plan.is_empty() && plan.is_plain());
+    }
+
+    /// After the swept Sync, a Close the pooler answers is due at once.
+    #[test]
+    fn an_answer_after_a_swept_sync_is_released() {
+        let mut plan = ResponsePlan::default();
+        plan.forward(ResponseEnd::ParseComplete, Undo::None);
+        run(&mut plan, b"E");
+        let mut now = Vec::new();
+        plan.forward(ResponseEnd::BindComplete, Undo::None);
+        plan.forward(ResponseEnd::ExecuteDone, Undo::None);
+        plan.forward(ResponseEnd::Ready, Undo::None);
+        plan.answer(CLOSE_COMPLETE, Undo::None, &mut now);
+        plan.forward(ResponseEnd::Ready, Undo::None);
+        assert!(now.is_empty() && plan.owes_ready());
+        let (_, after, _) = run(&mut plan, b"Z");
+        assert_eq!(after, CLOSE_COMPLETE);
+        run(&mut plan, b"Z");
+        assert!(plan.is_empty() && !plan.owes_ready());
     }
 
     #[test]

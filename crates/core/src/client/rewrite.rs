@@ -254,11 +254,11 @@ impl Rewriter<'_> {
     /// parameter types when it is prepared and refuses to run it once a schema
     /// change would alter its columns (SQLSTATE 0A000); a copy the pooler prepares
     /// later, or another client prepared again, has the new ones. So a copy of
-    /// unknown shape is described first (held: one round trip), a copy of another
-    /// shape is prepared again once and described, and if it still differs the
-    /// client's statement is stale and its Bind fails, as on Postgres. Nothing is
-    /// checked for a client never told a shape, or while the server skips to Sync
-    /// after an error (`server_skipping`: it would not answer).
+    /// unknown or other shape is prepared again and described (the Bind held: one
+    /// round trip), and if it then differs the client's statement is stale and its
+    /// Bind fails, as on Postgres. Nothing is checked for a client never told a
+    /// shape, or while the server skips to Sync after an error (`server_skipping`:
+    /// it would not answer).
     pub fn check_bind(
         &mut self,
         statement: &[u8],
@@ -277,13 +277,13 @@ impl Rewriter<'_> {
         Ok(match fit {
             Some(Fit::Same) => BindCheck::Go,
             Some(Fit::Unknown) if retried => BindCheck::Go,
-            Some(Fit::Unknown) => {
-                self.hidden_describe(&s.global, to_server);
-                BindCheck::Hold
-            }
             Some(Fit::Different) if retried => BindCheck::Fail,
-            Some(Fit::Different) | None => {
-                if !self.server.touch(&s.global) {
+            // A copy is described only just made: Postgres checks a statement
+            // when describing it too, and an old copy a schema change made stale
+            // would fail the Describe (0A000) where the client's own statement
+            // is fine.
+            Some(Fit::Unknown | Fit::Different) | None => {
+                if self.server.shape(&s.global).is_none() {
                     self.evict_for(&s.global, to_server);
                 }
                 self.put_parse(&s, to_server);

@@ -90,7 +90,7 @@ impl RelayState {
             hints: &mut self.hints,
             clean: &mut self.clean_parse,
             barrier: &mut self.barrier,
-            server_skipping: self.server_skipping,
+            server_skipping: &mut self.server_skipping,
             stream_left: &mut self.client_stream_left,
             out: &mut self.to_server.out,
             max_message: self.max_client_message,
@@ -148,8 +148,9 @@ struct Cutter<'a, 'b> {
     /// The last Parse text found clean (kept from client to client).
     clean: &'a mut CleanMemo,
     barrier: &'a mut bool,
-    /// The server skips to Sync after an error: it answers no Describe.
-    server_skipping: bool,
+    /// The server skips to Sync after an error and will skip what is cut next
+    /// (it answers no Describe): cleared when a Sync or Query is cut.
+    server_skipping: &'a mut bool,
     /// Bytes of a large message still to stream through untouched.
     stream_left: &'a mut usize,
     /// Server-bound bytes the pooler wrote (rewritten, or copied after them).
@@ -273,6 +274,10 @@ impl Cutter<'_, '_> {
                 *self.stream_left = rest_len;
                 continue;
             }
+            if matches!(msg_tag, tag::SYNC | tag::QUERY | tag::FUNCTION_CALL) {
+                // The server stops skipping there, before what follows.
+                *self.server_skipping = false;
+            }
             if !whole {
                 if matches!(msg_tag, tag::QUERY | tag::PARSE) {
                     // Too long to look at whole: assume the worst about settings.
@@ -374,7 +379,7 @@ impl Cutter<'_, '_> {
     ) -> Result<Option<BindCheck>, WireError> {
         let check = self
             .rewriter
-            .check_bind(statement, self.server_skipping, self.out)?;
+            .check_bind(statement, *self.server_skipping, self.out)?;
         if check == BindCheck::Hold {
             Self::stop_passing(untouched, pos);
             *self.barrier = true;
@@ -420,6 +425,7 @@ mod tests {
         hints: SessionHints,
         clean: CleanMemo,
         barrier: bool,
+        skipping: bool,
         stream_left: usize,
         out: BytesMut,
         client: ClientStatements,
@@ -434,6 +440,7 @@ mod tests {
                 hints: SessionHints::default(),
                 clean: CleanMemo::default(),
                 barrier: false,
+                skipping: false,
                 stream_left: 0,
                 out: BytesMut::new(),
                 client: ClientStatements::default(),
@@ -448,7 +455,7 @@ mod tests {
                 hints: &mut self.hints,
                 clean: &mut self.clean,
                 barrier: &mut self.barrier,
-                server_skipping: false,
+                server_skipping: &mut self.skipping,
                 stream_left: &mut self.stream_left,
                 out: &mut self.out,
                 max_message: 1 << 20,

@@ -48,18 +48,21 @@ fn wants_body(tag: u8, body_len: usize) -> bool {
 impl Observer<'_, '_> {
     fn head(&mut self, head: &MessageHead) -> Verdict {
         *self.error_seen |= head.tag == tag::ERROR_RESPONSE;
-        match head.tag {
-            tag::ERROR_RESPONSE => *self.skipping = true,
-            tag::READY_FOR_QUERY => *self.skipping = false,
-            _ => {}
-        }
         self.tracker.on_server_message(head);
-        if self.statements.is_some() {
+        let verdict = if self.statements.is_some() {
             self.plan
                 .on_server_message(head.tag, &mut self.after, &mut self.undo)
         } else {
             Verdict::Forward
+        };
+        match head.tag {
+            // The server skips what follows up to the next Sync: only what the
+            // client sends from now on if that Sync is not already on its way.
+            tag::ERROR_RESPONSE => *self.skipping = !self.plan.owes_ready(),
+            tag::READY_FOR_QUERY => *self.skipping = false,
+            _ => {}
         }
+        verdict
     }
 
     fn body(&mut self, msg_tag: u8, body: &[u8]) {
