@@ -1,7 +1,8 @@
 // postgres.js (the `postgres` package) through Tidepool in transaction mode:
 // 10 connections over 3 server connections with prepared statements on (its
-// default), sql.begin transactions, a rollback after an error, and pipelined
-// queries on one connection.
+// default), sql.begin transactions, a rollback after an error, pipelined
+// queries on one connection, and prepared statements a schema change makes
+// stale.
 'use strict';
 
 const postgres = require('postgres');
@@ -63,6 +64,39 @@ async function pipelined() {
   }
 }
 
+// CLIENTS connections of their own, one after another, run the same prepared
+// SELECT *; then the table gains a column and changes a type. On Postgres each
+// connection's next run meets "cached plan must not change result type" once,
+// which postgres.js answers by preparing again and retrying: every connection
+// must see the new columns.
+async function schemaChange() {
+  const conns = range(CLIENTS).map(() => postgres({ max: 1, connect_timeout: 10, ssl: SSL, onnotice: () => {} }));
+  try {
+    const [first] = conns;
+    await first`DROP TABLE IF EXISTS postgresjs_shape`;
+    await first`CREATE TABLE postgresjs_shape (id int PRIMARY KEY, v int)`;
+    await first`INSERT INTO postgresjs_shape VALUES (1, 10)`;
+    const runAll = async (expected) => {
+      for (const [n, one] of conns.entries()) {
+        for (const _ of range(3)) {
+          const [row] = await one`SELECT * FROM postgresjs_shape WHERE id = ${1}`;
+          const got = JSON.stringify(row);
+          expect(got === JSON.stringify(expected), `connection ${n}: ${got}, expected ${JSON.stringify(expected)}`);
+        }
+      }
+    };
+    await runAll({ id: 1, v: 10 });
+    await first`ALTER TABLE postgresjs_shape ADD COLUMN note text DEFAULT 'added'`;
+    await runAll({ id: 1, v: 10, note: 'added' });
+    await first`ALTER TABLE postgresjs_shape ALTER COLUMN v TYPE bigint`;
+    await first`UPDATE postgresjs_shape SET v = 5000000000`;
+    // postgres.js returns bigint as a string by default.
+    await runAll({ id: 1, v: '5000000000', note: 'added' });
+  } finally {
+    await Promise.all(conns.map((one) => one.end({ timeout: 5 })));
+  }
+}
+
 async function openAndQuery(n, opened) {
   const one = postgres({ max: 1, connect_timeout: 10, ssl: SSL });
   opened.push(() => one.end({ timeout: 5 }));
@@ -80,6 +114,7 @@ async function main() {
     await report.check('50 pipelined queries on one connection', pipelined);
     await report.check('idle clients hold no server connection',
       () => idleClientsHoldNoServer(openAndQuery, 'a prepared query'));
+    await report.check('prepared statements after ALTER TABLE: new columns, no stale rows', schemaChange);
   } finally {
     await sql.end({ timeout: 5 });
   }
