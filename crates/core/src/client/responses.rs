@@ -76,20 +76,13 @@ pub enum Undo {
     },
 }
 
-/// A Describe of a named statement whose answer the pooler reads for the shape
-/// of the server's copy and, when the client asked, the shape the client is told.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Observe {
-    pub global: Box<str>,
-    /// The client's statement, when the Describe is the client's own (its answer
-    /// is forwarded); `None` for one the pooler added (its answer is dropped).
-    pub statement: Option<Arc<Statement>>,
-}
-
-/// A shape read off the answer to an observed Describe.
+/// A shape read off the answer to a Describe of a client's statement: what
+/// the server's copy of `statement` has and, when `told`, what the client was
+/// told.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Observed {
-    pub observe: Observe,
+    pub statement: Arc<Statement>,
+    pub told: bool,
     pub shape: Shape,
 }
 
@@ -101,10 +94,15 @@ enum Entry {
     Hidden { end: ResponseEnd, undo: Undo },
     /// A request the pooler answers itself with this message.
     Answer(&'static [u8], Undo),
-    /// A Describe of a statement (or of a portal bound from one), its answer
-    /// read (and forwarded or dropped); `params` is the ParameterDescription's
-    /// fingerprint once seen (a portal's answer has none).
-    Describe { observe: Box<Observe>, params: u64 },
+    /// A Describe of a client's statement (or of a portal bound from one), its
+    /// answer read, and forwarded when the client asked (`told`), else dropped;
+    /// `params` is the ParameterDescription's fingerprint once seen (a portal's
+    /// answer has none).
+    Describe {
+        statement: Arc<Statement>,
+        told: bool,
+        params: u64,
+    },
     /// A client request sent so that it fails: its ErrorResponse is replaced by
     /// this one.
     Fail {
@@ -119,9 +117,9 @@ impl Entry {
         match self {
             Self::Forward { end, .. } | Self::Fail { end, .. } => Some((*end, Verdict::Forward)),
             Self::Hidden { end, .. } => Some((*end, Verdict::Drop)),
-            Self::Describe { observe, .. } => Some((
+            Self::Describe { told, .. } => Some((
                 ResponseEnd::Description,
-                if observe.statement.is_some() {
+                if *told {
                     Verdict::Forward
                 } else {
                     Verdict::Drop
@@ -195,13 +193,14 @@ impl ResponsePlan {
         self.entries.push_back(Entry::Hidden { end, undo });
     }
 
-    /// A Describe whose answer is read for a statement's shape: the client's own
-    /// (`observe.statement` is its statement), of the statement or of a portal
-    /// bound from it, or one the pooler added.
-    pub fn describe(&mut self, observe: Observe) {
+    /// A Describe whose answer is read for the shape of a client's statement:
+    /// the client's own (`told`: of the statement, or of a portal bound from it)
+    /// or one the pooler added (its answer dropped).
+    pub fn describe(&mut self, statement: Arc<Statement>, told: bool) {
         self.special += 1;
         self.entries.push_back(Entry::Describe {
-            observe: Box::new(observe),
+            statement,
+            told,
             params: super::statements::UNKNOWN,
         });
     }
@@ -217,7 +216,12 @@ impl ResponsePlan {
     /// head (ParameterDescription, then RowDescription or NoData). Returns the
     /// shape once its last message is in; call before [`Self::on_server_message`].
     pub fn observe(&mut self, msg: u8, body: &[u8]) -> Option<Observed> {
-        let Some(Entry::Describe { observe, params }) = self.entries.front_mut() else {
+        let Some(Entry::Describe {
+            statement,
+            told,
+            params,
+        }) = self.entries.front_mut()
+        else {
             return None;
         };
         let rows = match msg {
@@ -230,7 +234,8 @@ impl ResponsePlan {
             _ => return None,
         };
         Some(Observed {
-            observe: (**observe).clone(),
+            statement: statement.clone(),
+            told: *told,
             shape: Shape {
                 params: *params,
                 rows,
@@ -456,17 +461,18 @@ mod tests {
     #[test]
     fn a_describes_answer_gives_its_shape_and_is_dropped_when_the_pooler_asked() {
         let mut plan = ResponsePlan::default();
-        plan.describe(Observe {
-            global: "g".into(),
-            statement: None,
-        });
+        let statement = Arc::new(Statement::from_parse_rest(
+            b"select 1\0\0\0",
+            crate::sql_hint::SessionHints::default(),
+        ));
+        plan.describe(statement.clone(), false);
         plan.forward(ResponseEnd::BindComplete, Undo::None);
         assert!(!plan.is_plain(), "answers to read need whole messages");
         assert_eq!(plan.observe(tag::PARAMETER_DESCRIPTION, &[0, 0]), None);
         let (v, _, _) = run(&mut plan, b"t");
         assert_eq!(v, vec![(b't', Verdict::Drop)]);
         let seen = plan.observe(tag::NO_DATA, &[]).expect("NoData ends it");
-        assert_eq!((&*seen.observe.global, seen.observe.statement), ("g", None));
+        assert!(Arc::ptr_eq(&seen.statement, &statement) && !seen.told);
         assert_ne!(seen.shape.params, super::super::statements::UNKNOWN);
         assert_ne!(seen.shape.rows, super::super::statements::UNKNOWN);
         let (v, _, _) = run(&mut plan, b"n2");

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use bytes::{BufMut, BytesMut};
 use pgwire::{frame::Frame, tag, WireError};
 
-use super::responses::{Observe, ResponseEnd, ResponsePlan, Undo, CLOSE_COMPLETE};
+use super::responses::{ResponseEnd, ResponsePlan, Undo, CLOSE_COMPLETE};
 use super::statements::{ClientStatements, Fit, ServerStatements, Statement};
 use crate::sql_hint::SessionHints;
 
@@ -123,10 +123,7 @@ impl Rewriter<'_> {
                     match self.portal_statement(frame.body) {
                         // The answer tells the client the columns of the statement
                         // bound to the portal: read it, unless nothing is new.
-                        Some(s) => self.plan.describe(Observe {
-                            global: s.global.clone(),
-                            statement: Some(s),
-                        }),
+                        Some(s) => self.plan.describe(s, true),
                         None => self.plan.forward(ResponseEnd::Description, Undo::None),
                     }
                     Pass::Untouched
@@ -136,10 +133,7 @@ impl Rewriter<'_> {
                     // for this server's copy and for the client.
                     self.ensure_prepared(&s, to_server);
                     put_target(to_server, tag::DESCRIBE, b'S', &s.global);
-                    self.plan.describe(Observe {
-                        global: s.global.clone(),
-                        statement: Some(s),
-                    });
+                    self.plan.describe(s, true);
                     Pass::Rewritten
                 }
             },
@@ -295,20 +289,17 @@ impl Rewriter<'_> {
                     },
                 );
                 self.server.mark_reprepared(&s.global);
-                self.hidden_describe(&s.global, to_server);
+                self.hidden_describe(s, to_server);
                 BindCheck::Hold
             }
         })
     }
 
-    /// A Describe of the server's copy of `global`, its answer read and dropped,
+    /// A Describe of the server's copy of `s`, its answer read and dropped,
     /// and a Flush so the server answers before the client's next Sync.
-    fn hidden_describe(&mut self, global: &str, to_server: &mut BytesMut) {
-        put_target(to_server, tag::DESCRIBE, b'S', global);
-        self.plan.describe(Observe {
-            global: global.into(),
-            statement: None,
-        });
+    fn hidden_describe(&mut self, s: Arc<Statement>, to_server: &mut BytesMut) {
+        put_target(to_server, tag::DESCRIBE, b'S', &s.global);
+        self.plan.describe(s, false);
         to_server.put_slice(&pgwire::frontend::FLUSH_MESSAGE);
     }
 

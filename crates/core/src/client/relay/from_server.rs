@@ -92,9 +92,9 @@ impl Observer<'_, '_> {
             return;
         };
         if let Some(seen) = self.plan.observe(msg_tag, body) {
-            ctx.server.learn(&seen.observe.global, seen.shape);
-            if let Some(statement) = &seen.observe.statement {
-                statement.learn(seen.shape);
+            ctx.server.learn(&seen.statement.global, seen.shape);
+            if seen.told {
+                seen.statement.learn(seen.shape);
             }
         }
     }
