@@ -713,11 +713,7 @@ async fn requests_sent_after_a_flushed_error_end_at_the_sync_like_on_postgres() 
     let mut client = setup.client().await;
     let mut direct = setup.direct().await;
     for c in [&mut client, &mut direct] {
-        c.send(&[parse("s_bad", "SELEC 1"), flush()].concat()).await;
-        match c.next_within(NO_HANG).await {
-            Next::Message(m) if m.tag == b'E' => {}
-            other => panic!("expected the Parse's error after Flush, got {other:?}"),
-        }
+        fail_a_parse_and_flush(c, "s_bad").await;
     }
     let answer = run_both(
         &mut client,
@@ -735,6 +731,18 @@ async fn requests_sent_after_a_flushed_error_end_at_the_sync_like_on_postgres() 
         outline(&run_batch(&mut client, &[query("SELECT 2")]).await),
         "T[?column?:23] D[2] C(SELECT 1) Z(I)"
     );
+}
+
+/// Sends a Parse of bad SQL as `name` and a Flush, and reads the error: the
+/// server now skips everything up to the next Sync.
+async fn fail_a_parse_and_flush(client: &mut WireClient, name: &str) {
+    client
+        .send(&[parse(name, "SELEC 1"), flush()].concat())
+        .await;
+    match client.next_within(NO_HANG).await {
+        Next::Message(m) if m.tag == b'E' => {}
+        other => panic!("expected the Parse's error after Flush, got {other:?}"),
+    }
 }
 
 /// Reads messages until the `count`-th ReadyForQuery; the outline, with what
@@ -772,11 +780,7 @@ async fn a_close_after_skipped_requests_is_answered_like_on_postgres() {
     assert_eq!(answer, "1 Z(I)");
     let mut answers = Vec::new();
     for c in [&mut client, &mut direct] {
-        c.send(&[parse("s_bad", "SELEC 1"), flush()].concat()).await;
-        match c.next_within(NO_HANG).await {
-            Next::Message(m) if m.tag == b'E' => {}
-            other => panic!("expected the Parse's error after Flush, got {other:?}"),
-        }
+        fail_a_parse_and_flush(c, "s_bad").await;
         let batch = [
             bind("", "s_bad", &[]),
             execute("", 0),
@@ -817,11 +821,7 @@ async fn a_bind_after_the_sync_that_ends_an_error_is_checked_like_any_other() {
     assert_eq!(outline(&answer), "1 Z(I)");
     let mut answers = Vec::new();
     for c in [&mut a, &mut direct] {
-        c.send(&[parse("bad", "SELEC 1"), flush()].concat()).await;
-        match c.next_within(NO_HANG).await {
-            Next::Message(m) if m.tag == b'E' => {}
-            other => panic!("expected the Parse's error after Flush, got {other:?}"),
-        }
+        fail_a_parse_and_flush(c, "bad").await;
         c.send(&[sync(), bind("", "s1", &[]), execute("", 0), sync()].concat())
             .await;
         answers.push(read_until_ready_n(c, 2).await);

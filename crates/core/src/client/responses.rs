@@ -302,15 +302,7 @@ impl ResponsePlan {
         if msg == tag::READY_FOR_QUERY && end != ResponseEnd::Ready {
             // Requests sent after the server failed one and before the Sync were
             // skipped: nothing answers them, and the ReadyForQuery is the Sync's.
-            while let Some(e) = self.entries.front() {
-                if e.end_and_verdict()
-                    .is_some_and(|(end, _)| end == ResponseEnd::Ready)
-                {
-                    break;
-                }
-                let skipped = self.pop();
-                push_undo(skipped, undo);
-            }
+            self.skip_to_ready(undo);
             let verdict = match self.pop() {
                 Some(Entry::Hidden { .. }) => Verdict::Drop,
                 _ => Verdict::Forward,
@@ -328,15 +320,7 @@ impl ResponsePlan {
                 _ => Verdict::Forward,
             };
             push_undo(failed, undo);
-            while let Some(e) = self.entries.front() {
-                if e.end_and_verdict()
-                    .is_some_and(|(end, _)| end == ResponseEnd::Ready)
-                {
-                    break;
-                }
-                let skipped = self.pop();
-                push_undo(skipped, undo);
-            }
+            self.skip_to_ready(undo);
             return verdict;
         }
         if end.ends_with(msg) {
@@ -344,6 +328,22 @@ impl ResponsePlan {
             self.release_answers(after);
         }
         verdict
+    }
+}
+
+impl ResponsePlan {
+    /// Ends the requests before the next Sync or Query: after an error the server
+    /// skips them, and nothing will answer them.
+    fn skip_to_ready(&mut self, undo: &mut Vec<Undo>) {
+        while let Some(e) = self.entries.front() {
+            if e.end_and_verdict()
+                .is_some_and(|(end, _)| end == ResponseEnd::Ready)
+            {
+                break;
+            }
+            let skipped = self.pop();
+            push_undo(skipped, undo);
+        }
     }
 }
 
