@@ -59,6 +59,10 @@ pub struct UserStats {
     pub statements_hit: AtomicU64,
     pub statements_prepared: AtomicU64,
     pub statements_evicted: AtomicU64,
+    /// Server copies prepared again and described to compare their shape with a
+    /// client's, and Binds failed because the client's statement was stale.
+    pub statements_shape_checked: AtomicU64,
+    pub statements_stale: AtomicU64,
 }
 
 impl UserStats {
@@ -83,6 +87,8 @@ impl UserStats {
             (&self.statements_hit, c.hits),
             (&self.statements_prepared, c.prepares),
             (&self.statements_evicted, c.evictions),
+            (&self.statements_shape_checked, c.shape_checks),
+            (&self.statements_stale, c.stale),
         ] {
             if n > 0 {
                 counter.fetch_add(n, Ordering::Relaxed);
@@ -130,7 +136,7 @@ struct Family {
     help: &'static str,
 }
 
-const FAMILIES: [Family; 16] = [
+const FAMILIES: [Family; 18] = [
     Family {
         name: "tidepool_client_connections",
         kind: "gauge",
@@ -200,6 +206,16 @@ const FAMILIES: [Family; 16] = [
         name: "tidepool_prepared_statement_evictions_total",
         kind: "counter",
         help: "Named statements closed to keep a server's cache bounded.",
+    },
+    Family {
+        name: "tidepool_prepared_statement_shape_checks_total",
+        kind: "counter",
+        help: "Server copies of named statements prepared again and described before a Bind, to compare their columns and parameter types with what the client was told.",
+    },
+    Family {
+        name: "tidepool_prepared_statement_stale_total",
+        kind: "counter",
+        help: "Binds failed with SQLSTATE 0A000 because a schema change altered the statement since its client described it.",
     },
     Family {
         name: "tidepool_checkout_duration_seconds",
@@ -280,7 +296,9 @@ pub fn render(rows: &[Row<'_>], out: &mut String) {
                 11 => s.statements_hit.load(Ordering::Relaxed),
                 12 => s.statements_prepared.load(Ordering::Relaxed),
                 13 => s.statements_evicted.load(Ordering::Relaxed),
-                14 => {
+                14 => s.statements_shape_checked.load(Ordering::Relaxed),
+                15 => s.statements_stale.load(Ordering::Relaxed),
+                16 => {
                     histogram(out, family.name, &labels, &s.checkout);
                     continue;
                 }

@@ -271,7 +271,10 @@ impl Rewriter<'_> {
         Ok(match fit {
             Some(Fit::Same) => BindCheck::Go,
             Some(Fit::Unknown) if retried => BindCheck::Go,
-            Some(Fit::Different) if retried => BindCheck::Fail,
+            Some(Fit::Different) if retried => {
+                self.server.counts.stale += 1;
+                BindCheck::Fail
+            }
             // A copy is described only just made: Postgres checks a statement
             // when describing it too, and an old copy a schema change made stale
             // would fail the Describe (0A000) where the client's own statement
@@ -289,6 +292,7 @@ impl Rewriter<'_> {
                     },
                 );
                 self.server.mark_reprepared(&s.global);
+                self.server.counts.shape_checks += 1;
                 self.hidden_describe(s, to_server);
                 BindCheck::Hold
             }
@@ -512,6 +516,69 @@ fn put_target(out: &mut BytesMut, msg_tag: u8, kind: u8, name: &str) {
 mod tests {
     use super::*;
     use pgwire::backend::BackendMessage;
+
+    /// A client told one shape; the server's copy turns out to have another,
+    /// before and after it is prepared again: one shape check, then a Fail.
+    #[test]
+    fn a_copy_of_another_shape_is_prepared_again_once_then_the_bind_fails() {
+        use super::super::statements::Shape;
+        let told = Shape { params: 5, rows: 7 };
+        let other = Shape { params: 5, rows: 8 };
+        let mut client = ClientStatements::default();
+        let mut server = ServerStatements::new(8);
+        let mut plan = ResponsePlan::default();
+        let s = Arc::new(Statement::from_parse_rest(
+            b"select 1\0\0\0",
+            SessionHints::default(),
+        ));
+        s.learn(told);
+        client.insert("s1", s.clone());
+        server.insert(&s.global);
+        server.learn(&s.global, other);
+        let mut out = BytesMut::new();
+        let mut rw = Rewriter {
+            client: &mut client,
+            server: &mut server,
+            plan: &mut plan,
+        };
+        assert_eq!(
+            rw.check_bind(b"s1", false, &mut out).unwrap(),
+            BindCheck::Hold
+        );
+        assert!(
+            out.ends_with(&pgwire::frontend::FLUSH_MESSAGE),
+            "a Flush ends the check"
+        );
+        assert_eq!(
+            rw.server.shape(&s.global),
+            Some(Shape::default()),
+            "made again"
+        );
+        // The Describe's answer: still the other shape.
+        rw.server.learn(&s.global, other);
+        assert_eq!(
+            rw.check_bind(b"s1", false, &mut out).unwrap(),
+            BindCheck::Fail
+        );
+        assert_eq!(
+            (rw.server.counts.shape_checks, rw.server.counts.stale),
+            (1, 1)
+        );
+        // The same shape goes; an unknown or unnamed statement is not checked;
+        // nothing is checked while the server skips to Sync.
+        rw.server.learn(&s.global, told);
+        assert_eq!(
+            rw.check_bind(b"s1", false, &mut out).unwrap(),
+            BindCheck::Go
+        );
+        assert_eq!(rw.check_bind(b"", false, &mut out).unwrap(), BindCheck::Go);
+        assert_eq!(
+            rw.check_bind(b"nope", false, &mut out).unwrap(),
+            BindCheck::Go
+        );
+        rw.server.forget_shape(&s.global);
+        assert_eq!(rw.check_bind(b"s1", true, &mut out).unwrap(), BindCheck::Go);
+    }
 
     #[test]
     fn the_stale_statement_error_is_postgres_own() {

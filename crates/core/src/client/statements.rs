@@ -265,6 +265,10 @@ pub struct StatementCounts {
     pub hits: u64,
     pub prepares: u64,
     pub evictions: u64,
+    /// Copies prepared again and described before a Bind, to compare shapes.
+    pub shape_checks: u64,
+    /// Binds failed because the client's statement was stale.
+    pub stale: u64,
 }
 
 impl ServerStatements {
