@@ -26,10 +26,11 @@ pub enum Pass {
 }
 
 /// Whether a Bind of a named statement may go to this server as it is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum BindCheck {
     /// The server's copy has the shape the client was told (or the client was
     /// told none): send it.
+    #[default]
     Go,
     /// The pooler sent a Describe of the server's copy (after preparing it
     /// again, perhaps) and a Flush: hold the Bind until the answer is in.
@@ -37,6 +38,17 @@ pub enum BindCheck {
     /// The statement's shape changed since the client described it: the server
     /// fails the Bind, and the client gets Postgres's error for a stale statement.
     Fail,
+}
+
+/// What [`Rewriter::check_bind`] found for one Bind, handed to
+/// [`Rewriter::bind_head`] so the statement is looked up once.
+#[derive(Debug, Default)]
+pub struct CheckedBind {
+    pub check: BindCheck,
+    /// The client's statement the Bind names, if it names one.
+    statement: Option<Arc<Statement>>,
+    /// The server's copy was found and marked used: nothing to prepare.
+    ready: bool,
 }
 
 /// A statement name no server has: a Bind of it fails at once, before reading
@@ -95,13 +107,13 @@ impl Rewriter<'_> {
     /// go to `to_client`. `may_drop_statements` says whether a Query may be a
     /// DEALLOCATE, and `hints` what a Query's or Parse's SQL may do to session
     /// state (the caller has looked at its SQL already); a Parse keeps them with
-    /// its statement, and a Bind of that statement adds them to `hints`. `check`
-    /// is what [`Self::check_bind`] said of a Bind (anything else ignores it).
+    /// its statement, and a Bind of that statement adds them to `hints`. `checked`
+    /// is what [`Self::check_bind`] found for a Bind (anything else ignores it).
     pub fn on_client_message(
         &mut self,
         frame: Frame<'_>,
         may_drop_statements: bool,
-        check: BindCheck,
+        checked: CheckedBind,
         hints: &mut SessionHints,
         to_server: &mut BytesMut,
         to_client: &mut Vec<u8>,
@@ -110,9 +122,8 @@ impl Rewriter<'_> {
             tag::PARSE => self.parse(frame.body, *hints, to_server)?,
             tag::BIND => {
                 let (portal, rest) = split_cstr(frame.body, "Bind")?;
-                let (statement, rest) = split_cstr(rest, "Bind")?;
-                let pass =
-                    self.bind_head(portal, statement, rest.len(), check, hints, to_server)?;
+                let (_statement, rest) = split_cstr(rest, "Bind")?;
+                let pass = self.bind_head(portal, checked, rest.len(), hints, to_server);
                 if pass == Pass::Rewritten {
                     to_server.put_slice(rest);
                 }
@@ -186,19 +197,23 @@ impl Rewriter<'_> {
     /// caller to write (or stream through) untouched. Writes the head with the
     /// statement renamed (after a Parse if the server lacks it), or leaves it
     /// untouched when it names no tracked statement; adds the statement's `hints`.
-    /// With `check` [`BindCheck::Fail`] (from [`Self::check_bind`]), the Bind
-    /// names a statement no server has instead, so the server fails it before it
-    /// runs, and the client gets [`STALE_STATEMENT_ERROR`].
+    /// The statement comes from [`Self::check_bind`] (`checked`); with
+    /// [`BindCheck::Fail`] the Bind names a statement no server has instead, so
+    /// the server fails it before it runs, and the client gets
+    /// [`STALE_STATEMENT_ERROR`].
     pub fn bind_head(
         &mut self,
         portal: &[u8],
-        statement: &[u8],
+        checked: CheckedBind,
         rest_len: usize,
-        check: BindCheck,
         hints: &mut SessionHints,
         to_server: &mut BytesMut,
-    ) -> Result<Pass, WireError> {
-        let bound = self.named(statement)?;
+    ) -> Pass {
+        let CheckedBind {
+            check,
+            statement: bound,
+            ready,
+        } = checked;
         let pass = match &bound {
             None => Pass::Untouched,
             Some(s) => {
@@ -206,7 +221,9 @@ impl Rewriter<'_> {
                     NO_SUCH_STATEMENT
                 } else {
                     hints.merge(s.hints);
-                    self.ensure_prepared(s, to_server);
+                    if !ready {
+                        self.ensure_prepared(s, to_server);
+                    }
                     &s.global
                 };
                 to_server.put_u8(tag::BIND);
@@ -225,22 +242,24 @@ impl Rewriter<'_> {
             self.plan.forward(ResponseEnd::BindComplete, Undo::None);
         }
         if portal.is_empty() {
-            self.plan.unnamed_portal = bound.filter(|_| check != BindCheck::Fail);
+            // Only a client not yet told the columns learns them from a Describe
+            // of the portal (once it knows them, check_bind keeps the server's
+            // copy in line before each Bind).
+            self.plan.unnamed_portal = bound.filter(|s| {
+                check != BindCheck::Fail && s.shape().rows == super::statements::UNKNOWN
+            });
         }
-        Ok(pass)
+        pass
     }
 
     /// For a Describe of the unnamed portal: the client's statement bound to it,
-    /// if its answer would tell something not known yet (the client's columns, or
-    /// those of this server's copy). Named portals are not followed.
+    /// if the client has not been told its columns yet. Named portals are not
+    /// followed.
     fn portal_statement(&self, body: &[u8]) -> Option<Arc<Statement>> {
         if body != b"P\0" {
             return None;
         }
-        let s = self.plan.unnamed_portal.as_ref()?;
-        let copy = self.server.shape(&s.global)?;
-        let unknown = super::statements::UNKNOWN;
-        (s.shape().rows == unknown || copy.rows == unknown).then(|| s.clone())
+        self.plan.unnamed_portal.clone()
     }
 
     /// Before a Bind of `statement`: whether the server's copy has the shape the
@@ -258,17 +277,21 @@ impl Rewriter<'_> {
         statement: &[u8],
         server_skipping: bool,
         to_server: &mut BytesMut,
-    ) -> Result<BindCheck, WireError> {
+    ) -> Result<CheckedBind, WireError> {
         let Some(s) = self.named(statement)? else {
-            return Ok(BindCheck::Go);
+            return Ok(CheckedBind::default());
         };
         let want = s.shape();
         let retried = self.server.take_reprepared(&s.global);
         if want.is_unknown() || server_skipping {
-            return Ok(BindCheck::Go);
+            return Ok(CheckedBind {
+                check: BindCheck::Go,
+                statement: Some(s),
+                ready: false,
+            });
         }
-        let fit = self.server.shape(&s.global).map(|have| want.fit(have));
-        Ok(match fit {
+        let fit = self.server.use_copy(&s.global).map(|have| want.fit(have));
+        let check = match fit {
             Some(Fit::Same) => BindCheck::Go,
             Some(Fit::Unknown) if retried => BindCheck::Go,
             Some(Fit::Different) if retried => {
@@ -280,7 +303,7 @@ impl Rewriter<'_> {
             // would fail the Describe (0A000) where the client's own statement
             // is fine.
             Some(Fit::Unknown | Fit::Different) | None => {
-                if self.server.shape(&s.global).is_none() {
+                if fit.is_none() {
                     self.evict_for(&s.global, to_server);
                 }
                 self.put_parse(&s, to_server);
@@ -294,8 +317,17 @@ impl Rewriter<'_> {
                 self.server.mark_reprepared(&s.global);
                 self.server.counts.shape_checks += 1;
                 self.hidden_describe(s, to_server);
-                BindCheck::Hold
+                return Ok(CheckedBind {
+                    check: BindCheck::Hold,
+                    statement: None,
+                    ready: false,
+                });
             }
+        };
+        Ok(CheckedBind {
+            check,
+            statement: Some(s),
+            ready: check == BindCheck::Go,
         })
     }
 
@@ -542,7 +574,7 @@ mod tests {
             plan: &mut plan,
         };
         assert_eq!(
-            rw.check_bind(b"s1", false, &mut out).unwrap(),
+            rw.check_bind(b"s1", false, &mut out).unwrap().check,
             BindCheck::Hold
         );
         assert!(
@@ -557,7 +589,7 @@ mod tests {
         // The Describe's answer: still the other shape.
         rw.server.learn(&s.global, other);
         assert_eq!(
-            rw.check_bind(b"s1", false, &mut out).unwrap(),
+            rw.check_bind(b"s1", false, &mut out).unwrap().check,
             BindCheck::Fail
         );
         assert_eq!(
@@ -568,16 +600,22 @@ mod tests {
         // nothing is checked while the server skips to Sync.
         rw.server.learn(&s.global, told);
         assert_eq!(
-            rw.check_bind(b"s1", false, &mut out).unwrap(),
+            rw.check_bind(b"s1", false, &mut out).unwrap().check,
             BindCheck::Go
         );
-        assert_eq!(rw.check_bind(b"", false, &mut out).unwrap(), BindCheck::Go);
         assert_eq!(
-            rw.check_bind(b"nope", false, &mut out).unwrap(),
+            rw.check_bind(b"", false, &mut out).unwrap().check,
+            BindCheck::Go
+        );
+        assert_eq!(
+            rw.check_bind(b"nope", false, &mut out).unwrap().check,
             BindCheck::Go
         );
         rw.server.forget_shape(&s.global);
-        assert_eq!(rw.check_bind(b"s1", true, &mut out).unwrap(), BindCheck::Go);
+        assert_eq!(
+            rw.check_bind(b"s1", true, &mut out).unwrap().check,
+            BindCheck::Go
+        );
     }
 
     #[test]

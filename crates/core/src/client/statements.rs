@@ -362,6 +362,16 @@ impl ServerStatements {
         );
     }
 
+    /// Like [`Self::touch`] (marks the copy used, counts a hit), giving the copy's
+    /// shape; `None` if the server lacks it.
+    pub fn use_copy(&mut self, global: &str) -> Option<Shape> {
+        self.clock += 1;
+        let copy = self.last_used.get_mut(global)?;
+        copy.used = self.clock;
+        self.counts.hits += 1;
+        Some(copy.shape)
+    }
+
     /// The shape of the server's copy of `global`, or `None` if the server lacks it.
     pub fn shape(&self, global: &str) -> Option<Shape> {
         self.last_used.get(global).map(|copy| copy.shape)

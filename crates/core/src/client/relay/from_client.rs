@@ -6,7 +6,7 @@ use pgwire::frame::decode_head;
 use pgwire::{frame::Frame, tag, MessageHead, WireError};
 
 use super::{RelayEnd, RelayState, StatementCtx};
-use crate::client::rewrite::{BindCheck, Pass, Rewriter};
+use crate::client::rewrite::{BindCheck, CheckedBind, Pass, Rewriter};
 use crate::client::txn::{ClientIntent, TxnTracker};
 use crate::sql_hint::{may_drop_statements, might_touch_session, session_hints};
 use crate::sql_hint::{CleanMemo, SessionHints};
@@ -252,8 +252,8 @@ impl Cutter<'_, '_> {
                     break None;
                 };
                 let (portal, statement) = (&window[..p1], &window[p1 + 1..p2]);
-                let check = match self.check_bind(statement, &mut untouched, pos) {
-                    Ok(Some(check)) => check,
+                let checked = match self.check_bind(statement, &mut untouched, pos) {
+                    Ok(Some(checked)) => checked,
                     Ok(None) => break None,
                     Err(e) => break Some(RelayEnd::ClientProtocol(e)),
                 };
@@ -262,13 +262,10 @@ impl Cutter<'_, '_> {
                 let rest_len = total - head_len;
                 match self
                     .rewriter
-                    .bind_head(portal, statement, rest_len, check, self.hints, self.out)
+                    .bind_head(portal, checked, rest_len, self.hints, self.out)
                 {
-                    Ok(Pass::Untouched) => {
-                        self.pass(&rest[..head_len], &mut untouched, pos + head_len)
-                    }
-                    Ok(Pass::Rewritten) => Self::stop_passing(&mut untouched, pos),
-                    Err(e) => break Some(RelayEnd::ClientProtocol(e)),
+                    Pass::Untouched => self.pass(&rest[..head_len], &mut untouched, pos + head_len),
+                    Pass::Rewritten => Self::stop_passing(&mut untouched, pos),
                 }
                 pos += head_len;
                 *self.stream_left = rest_len;
@@ -295,7 +292,7 @@ impl Cutter<'_, '_> {
                 tag: msg_tag,
                 body: &raw[5..],
             };
-            let mut check = BindCheck::Go;
+            let mut checked = CheckedBind::default();
             if msg_tag == tag::BIND {
                 let statement = frame
                     .body
@@ -304,8 +301,8 @@ impl Cutter<'_, '_> {
                     .map(|p| &frame.body[p + 1..])
                     .and_then(|rest| rest.iter().position(|&b| b == 0).map(|q| &rest[..q]));
                 if let Some(statement) = statement {
-                    check = match self.check_bind(statement, &mut untouched, pos) {
-                        Ok(Some(check)) => check,
+                    checked = match self.check_bind(statement, &mut untouched, pos) {
+                        Ok(Some(checked)) => checked,
                         Ok(None) => break None,
                         Err(e) => break Some(RelayEnd::ClientProtocol(e)),
                     };
@@ -339,7 +336,7 @@ impl Cutter<'_, '_> {
             let passed = self.rewriter.on_client_message(
                 frame,
                 barrier,
-                check,
+                checked,
                 &mut hints,
                 self.out,
                 &mut self.answers,
@@ -376,16 +373,16 @@ impl Cutter<'_, '_> {
         statement: &[u8],
         untouched: &mut Untouched,
         pos: usize,
-    ) -> Result<Option<BindCheck>, WireError> {
-        let check = self
+    ) -> Result<Option<CheckedBind>, WireError> {
+        let checked = self
             .rewriter
             .check_bind(statement, *self.server_skipping, self.out)?;
-        if check == BindCheck::Hold {
+        if checked.check == BindCheck::Hold {
             Self::stop_passing(untouched, pos);
             *self.barrier = true;
             return Ok(None);
         }
-        Ok(Some(check))
+        Ok(Some(checked))
     }
 
     /// Bytes that go to the server as they are, ending at `upto` in the source.
