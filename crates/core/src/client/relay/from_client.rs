@@ -294,12 +294,12 @@ impl Cutter<'_, '_> {
             };
             let mut checked = CheckedBind::default();
             if msg_tag == tag::BIND {
-                let statement = frame
-                    .body
-                    .iter()
-                    .position(|&b| b == 0)
+                // Only a named statement is checked (the unnamed one never
+                // leaves its transaction).
+                let statement = memchr::memchr(0, frame.body)
                     .map(|p| &frame.body[p + 1..])
-                    .and_then(|rest| rest.iter().position(|&b| b == 0).map(|q| &rest[..q]));
+                    .and_then(|rest| memchr::memchr(0, rest).map(|q| &rest[..q]))
+                    .filter(|name| !name.is_empty());
                 if let Some(statement) = statement {
                     checked = match self.check_bind(statement, &mut untouched, pos) {
                         Ok(Some(checked)) => checked,
