@@ -868,6 +868,47 @@ async fn an_old_copy_on_another_server_is_prepared_again_for_a_new_statement() {
     assert_eq!(holder.query_ok("COMMIT").await.1, b'I');
 }
 
+/// Server Y has an old copy of a statement, prepared before a schema change; a
+/// client prepared the same text after the change (on server X) without
+/// describing it, and runs it on Y. Postgres refuses Y's old copy (0A000), so
+/// that first run fails where a direct connection's statement would run (the
+/// pooler cannot know the copy is stale before the server says so). The
+/// pooler must then prepare Y's copy again: the next run works, for a driver
+/// that does not prepare again by itself too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_copy_that_fails_is_prepared_again_before_its_next_use() {
+    let setup = Setup::single(2, PoolMode::Transaction).await;
+    let mut a = setup.client().await;
+    let mut b = setup.client().await;
+    let mut direct = setup.direct().await;
+    a.query_ok("CREATE TABLE failed_copy (x int); INSERT INTO failed_copy VALUES (1)")
+        .await;
+    let sql = "SELECT * FROM failed_copy";
+    let pid_y = prepare_on_one_server(&mut b, &[("t1", sql)]).await;
+    a.query_ok("ALTER TABLE failed_copy ADD COLUMN y text DEFAULT 'new'")
+        .await;
+    let holder = occupy_server(&setup, &pid_y).await;
+    let answer = run_batch(&mut a, &[parse("s1", sql), backend_pid_query(), sync()]).await;
+    let pid_x = wire::rows(&answer)[0][0].clone().unwrap();
+    assert_ne!(pid_x, pid_y);
+    drop(holder);
+    let mut holder = occupy_server(&setup, &pid_x).await;
+    let run = [
+        bind("", "s1", &[]),
+        describe_portal(""),
+        execute("", 0),
+        sync(),
+    ];
+    let first = run_batch(&mut a, &run).await;
+    assert_eq!(outline(&first), "E(0A000) Z(I)", "Y's own copy is stale");
+    run_batch(&mut direct, &[parse("s1", sql), sync()]).await;
+    for _ in 0..2 {
+        let answer = run_both(&mut a, &mut direct, &run).await;
+        assert_eq!(answer, "2 T[x:23,y:25] D[1,new] C(SELECT 1) Z(I)");
+    }
+    assert_eq!(holder.query_ok("COMMIT").await.1, b'I');
+}
+
 /// The error Postgres gives a client that runs a statement whose result columns
 /// changed since the client described it.
 fn assert_stale(result: Result<Vec<tokio_postgres::Row>, tokio_postgres::Error>, who: &str) {

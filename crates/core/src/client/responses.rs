@@ -74,6 +74,13 @@ pub enum Undo {
     AddedClose {
         global: Box<str>,
     },
+    /// A Bind or Describe of the server's copy of this statement failed or was
+    /// skipped. The copy may be one a schema change made stale (Postgres then
+    /// refuses it with 0A000, although a client's statement prepared after the
+    /// change is fine): the next use prepares it again.
+    UsedCopy {
+        statement: Arc<Statement>,
+    },
 }
 
 /// A shape read off the answer to a Describe of a client's statement: what
@@ -348,13 +355,12 @@ impl ResponsePlan {
 }
 
 fn push_undo(entry: Option<Entry>, undo: &mut Vec<Undo>) {
-    if let Some(
-        Entry::Forward { undo: u, .. } | Entry::Hidden { undo: u, .. } | Entry::Answer(_, u),
-    ) = entry
-    {
-        if u != Undo::None {
-            undo.push(u);
-        }
+    match entry {
+        Some(
+            Entry::Forward { undo: u, .. } | Entry::Hidden { undo: u, .. } | Entry::Answer(_, u),
+        ) if u != Undo::None => undo.push(u),
+        Some(Entry::Describe { statement, .. }) => undo.push(Undo::UsedCopy { statement }),
+        _ => {}
     }
 }
 

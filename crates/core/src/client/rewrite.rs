@@ -235,11 +235,17 @@ impl Rewriter<'_> {
                 Pass::Rewritten
             }
         };
-        if check == BindCheck::Fail && pass == Pass::Rewritten {
-            self.plan
-                .fail(ResponseEnd::BindComplete, &STALE_STATEMENT_ERROR);
-        } else {
-            self.plan.forward(ResponseEnd::BindComplete, Undo::None);
+        match &bound {
+            Some(_) if check == BindCheck::Fail => self
+                .plan
+                .fail(ResponseEnd::BindComplete, &STALE_STATEMENT_ERROR),
+            Some(s) => self.plan.forward(
+                ResponseEnd::BindComplete,
+                Undo::UsedCopy {
+                    statement: s.clone(),
+                },
+            ),
+            None => self.plan.forward(ResponseEnd::BindComplete, Undo::None),
         }
         if portal.is_empty() {
             // Only a client not yet told the columns learns them from a Describe
@@ -501,6 +507,7 @@ impl Rewriter<'_> {
                 } => self.client.insert(client_name, statement.clone()),
                 Undo::AddedParse { global } => self.server.remove(global),
                 Undo::AddedClose { global } => self.server.restore(global),
+                Undo::UsedCopy { statement } => self.server.remove(&statement.global),
             }
         }
     }
