@@ -971,6 +971,14 @@ async fn a_statement_prepared_again_by_another_client_does_not_change_shape_unde
 /// from Postgres itself.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn columns_learned_from_a_portal_describe_are_kept_like_on_postgres() {
+    for portal in ["", "C_1"] {
+        portal_describe_case(portal).await;
+    }
+}
+
+/// One run of [`columns_learned_from_a_portal_describe_are_kept_like_on_postgres`],
+/// with the unnamed portal or a named one (pgjdbc's fetch-size cursors).
+async fn portal_describe_case(portal: &str) {
     let setup = Setup::single(1, PoolMode::Transaction).await;
     let mut client = setup.client().await;
     let mut direct = setup.direct().await;
@@ -981,9 +989,9 @@ async fn columns_learned_from_a_portal_describe_are_kept_like_on_postgres() {
     let sql = "SELECT * FROM portal_shape";
     let first = [
         parse("s1", sql),
-        bind("", "s1", &[]),
-        describe_portal(""),
-        execute("", 0),
+        bind(portal, "s1", &[]),
+        describe_portal(portal),
+        execute(portal, 0),
         sync(),
     ];
     let answer = run_both(&mut client, &mut direct, &first).await;
@@ -1002,7 +1010,7 @@ async fn columns_learned_from_a_portal_describe_are_kept_like_on_postgres() {
     )
     .await;
     assert_eq!(outline(&answer), "1 2 D[1,2] C(SELECT 1) Z(I)");
-    let again = [bind("", "s1", &[]), execute("", 0), sync()];
+    let again = [bind(portal, "s1", &[]), execute(portal, 0), sync()];
     let answer = run_both(&mut client, &mut direct, &again).await;
     assert_eq!(answer, "E(0A000) Z(I)");
 }

@@ -157,9 +157,11 @@ pub struct ResponsePlan {
     entries: VecDeque<Entry>,
     /// Entries that are not plain forwards; zero means the stream needs no edits.
     special: usize,
-    /// The client's statement last bound to the unnamed portal, so that the
-    /// answer to a Describe of that portal tells its columns.
-    pub unnamed_portal: Option<Arc<Statement>>,
+    /// The last portal bound from a client's statement whose columns the client
+    /// has not been told, with that statement, so that the answer to a Describe
+    /// of the portal tells them. One portal only: one bound earlier is not
+    /// followed.
+    pub described_portal: Option<(Box<[u8]>, Arc<Statement>)>,
 }
 
 impl ResponsePlan {
@@ -178,7 +180,7 @@ impl ResponsePlan {
         let Self {
             entries,
             special,
-            unnamed_portal,
+            described_portal,
         } = self;
         if entries.capacity() > 64 {
             *entries = VecDeque::new();
@@ -186,7 +188,7 @@ impl ResponsePlan {
             entries.clear();
         }
         *special = 0;
-        *unnamed_portal = None;
+        *described_portal = None;
     }
 
     /// A client request forwarded to the server.

@@ -247,25 +247,36 @@ impl Rewriter<'_> {
             ),
             None => self.plan.forward(ResponseEnd::BindComplete, Undo::None),
         }
-        if portal.is_empty() {
-            // Only a client not yet told the columns learns them from a Describe
-            // of the portal (once it knows them, check_bind keeps the server's
-            // copy in line before each Bind).
-            self.plan.unnamed_portal = bound.filter(|s| {
-                check != BindCheck::Fail && s.shape().rows == super::statements::UNKNOWN
-            });
+        // Only a client not yet told the columns learns them from a Describe of
+        // the portal (once it knows them, check_bind keeps the server's copy in
+        // line before each Bind). A portal bound again from anything else is
+        // forgotten.
+        match bound
+            .filter(|s| check != BindCheck::Fail && s.shape().rows == super::statements::UNKNOWN)
+        {
+            Some(s) => self.plan.described_portal = Some((portal.into(), s)),
+            None => {
+                if self
+                    .plan
+                    .described_portal
+                    .as_ref()
+                    .is_some_and(|(name, _)| **name == *portal)
+                {
+                    self.plan.described_portal = None;
+                }
+            }
         }
         pass
     }
 
-    /// For a Describe of the unnamed portal: the client's statement bound to it,
-    /// if the client has not been told its columns yet. Named portals are not
-    /// followed.
+    /// For a Describe of a portal (`body` is the Describe's): the client's
+    /// statement bound to it, if the client has not been told its columns yet.
     fn portal_statement(&self, body: &[u8]) -> Option<Arc<Statement>> {
-        if body != b"P\0" {
-            return None;
+        let name = body.strip_prefix(b"P")?.strip_suffix(b"\0")?;
+        match &self.plan.described_portal {
+            Some((portal, s)) if **portal == *name => Some(s.clone()),
+            _ => None,
         }
-        self.plan.unnamed_portal.clone()
     }
 
     /// Before a Bind of `statement`: whether the server's copy has the shape the
