@@ -162,6 +162,9 @@ pub struct ResponsePlan {
     /// of the portal tells them. One portal only: one bound earlier is not
     /// followed.
     pub described_portal: Option<(Box<[u8]>, Arc<Statement>)>,
+    /// The statement whose server copy was just prepared again for a shape
+    /// check, while its Bind waits: a second mismatch then fails the Bind.
+    reprepared: Option<Arc<Statement>>,
 }
 
 impl ResponsePlan {
@@ -181,6 +184,7 @@ impl ResponsePlan {
             entries,
             special,
             described_portal,
+            reprepared,
         } = self;
         if entries.capacity() > 64 {
             *entries = VecDeque::new();
@@ -189,6 +193,19 @@ impl ResponsePlan {
         }
         *special = 0;
         *described_portal = None;
+        *reprepared = None;
+    }
+
+    /// Notes that the server's copy of `s` was just prepared again for a shape
+    /// check; the Bind waiting for it is checked again once the answer is in.
+    pub fn mark_reprepared(&mut self, s: Arc<Statement>) {
+        self.reprepared = Some(s);
+    }
+
+    /// Whether the copy of `global` was prepared again for the check under way;
+    /// forgets the mark either way.
+    pub fn take_reprepared(&mut self, global: &str) -> bool {
+        self.reprepared.take().is_some_and(|s| *s.global == *global)
     }
 
     /// A client request forwarded to the server.
@@ -546,6 +563,26 @@ mod tests {
         assert_eq!(after, CLOSE_COMPLETE);
         run(&mut plan, b"Z");
         assert!(plan.is_empty() && !plan.owes_ready());
+    }
+
+    #[test]
+    fn a_reprepared_mark_is_taken_once_and_ends_with_the_transaction() {
+        let s = Arc::new(Statement::from_parse_rest(
+            b"select 1\0\0\0",
+            crate::sql_hint::SessionHints::default(),
+        ));
+        let mut plan = ResponsePlan::default();
+        plan.mark_reprepared(s.clone());
+        assert!(!plan.take_reprepared("other"), "another statement's check");
+        assert!(!plan.take_reprepared(&s.global), "the mark was taken");
+        plan.mark_reprepared(s.clone());
+        assert!(plan.take_reprepared(&s.global));
+        plan.mark_reprepared(s.clone());
+        plan.reset();
+        assert!(
+            !plan.take_reprepared(&s.global),
+            "a new transaction starts clean"
+        );
     }
 
     #[test]

@@ -215,7 +215,10 @@ impl Rewriter<'_> {
             ready,
         } = checked;
         let pass = match &bound {
-            None => Pass::Untouched,
+            None => {
+                self.plan.forward(ResponseEnd::BindComplete, Undo::None);
+                Pass::Untouched
+            }
             Some(s) => {
                 let target = if check == BindCheck::Fail {
                     NO_SUCH_STATEMENT
@@ -232,21 +235,18 @@ impl Rewriter<'_> {
                 to_server.put_u8(0);
                 to_server.put_slice(target.as_bytes());
                 to_server.put_u8(0);
+                if check == BindCheck::Fail {
+                    self.plan
+                        .fail(ResponseEnd::BindComplete, &STALE_STATEMENT_ERROR);
+                } else {
+                    let undo = Undo::UsedCopy {
+                        statement: s.clone(),
+                    };
+                    self.plan.forward(ResponseEnd::BindComplete, undo);
+                }
                 Pass::Rewritten
             }
         };
-        match &bound {
-            Some(_) if check == BindCheck::Fail => self
-                .plan
-                .fail(ResponseEnd::BindComplete, &STALE_STATEMENT_ERROR),
-            Some(s) => self.plan.forward(
-                ResponseEnd::BindComplete,
-                Undo::UsedCopy {
-                    statement: s.clone(),
-                },
-            ),
-            None => self.plan.forward(ResponseEnd::BindComplete, Undo::None),
-        }
         // Only a client not yet told the columns learns them from a Describe of
         // the portal (once it knows them, check_bind keeps the server's copy in
         // line before each Bind). A portal bound again from anything else is
@@ -299,7 +299,7 @@ impl Rewriter<'_> {
             return Ok(CheckedBind::default());
         };
         let want = s.shape();
-        let retried = self.server.take_reprepared(&s.global);
+        let retried = self.plan.take_reprepared(&s.global);
         if want.is_unknown() || server_skipping {
             return Ok(CheckedBind {
                 check: BindCheck::Go,
@@ -320,18 +320,8 @@ impl Rewriter<'_> {
             // would fail the Describe (0A000) where the client's own statement
             // is fine.
             Some(Fit::Unknown | Fit::Different) | None => {
-                if fit.is_none() {
-                    self.evict_for(&s.global, to_server);
-                }
-                self.put_parse(&s, to_server);
-                self.server.forget_shape(&s.global);
-                self.plan.hidden(
-                    ResponseEnd::ParseComplete,
-                    Undo::AddedParse {
-                        global: s.global.clone(),
-                    },
-                );
-                self.server.mark_reprepared(&s.global);
+                self.prepare_copy(&s, fit.is_some(), to_server);
+                self.plan.mark_reprepared(s.clone());
                 self.server.counts.shape_checks += 1;
                 self.hidden_describe(s, to_server);
                 return Ok(CheckedBind {
@@ -457,11 +447,20 @@ impl Rewriter<'_> {
 
     /// Makes sure the server has `s` before a message that uses it.
     fn ensure_prepared(&mut self, s: &Statement, to_server: &mut BytesMut) {
-        if self.server.touch(&s.global) {
-            return;
+        if !self.server.touch(&s.global) {
+            self.prepare_copy(s, false, to_server);
         }
-        self.evict_for(&s.global, to_server);
+    }
+
+    /// Prepares the server's copy of `s` afresh, hidden from the client (a Close,
+    /// then the Parse), making room in the cache first unless the server has it
+    /// (`present`); nothing is known of the new copy's shape.
+    fn prepare_copy(&mut self, s: &Statement, present: bool, to_server: &mut BytesMut) {
+        if !present {
+            self.evict_for(&s.global, to_server);
+        }
         self.put_parse(s, to_server);
+        self.server.forget_shape(&s.global);
         self.plan.hidden(
             ResponseEnd::ParseComplete,
             Undo::AddedParse {

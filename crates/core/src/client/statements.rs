@@ -243,9 +243,6 @@ pub struct ServerStatements {
     /// Statements under a client's own name, left on the server by a refused
     /// duplicate Parse: closed when the transaction ends.
     strays: Vec<Box<str>>,
-    /// The statement whose copy the pooler just prepared again (or for the first
-    /// time) to compare its shape with a client's: a second mismatch fails the Bind.
-    reprepared: Option<Box<str>>,
     /// Cache events since the owner last took them (for metrics).
     pub counts: StatementCounts,
 }
@@ -278,7 +275,6 @@ impl ServerStatements {
             clock: 0,
             last_used: HashMap::new(),
             strays: Vec::new(),
-            reprepared: None,
             counts: StatementCounts::default(),
         }
     }
@@ -395,18 +391,6 @@ impl ServerStatements {
     pub fn clear(&mut self) {
         self.last_used.clear();
         self.strays.clear();
-        self.reprepared = None;
-    }
-
-    /// Notes that the copy of `global` was made afresh for a shape check.
-    pub fn mark_reprepared(&mut self, global: &str) {
-        self.reprepared = Some(global.into());
-    }
-
-    /// Whether the copy of `global` was made afresh for the shape check under
-    /// way; forgets the mark either way.
-    pub fn take_reprepared(&mut self, global: &str) -> bool {
-        self.reprepared.take().is_some_and(|g| *g == *global)
     }
 
     pub fn len(&self) -> usize {
@@ -510,11 +494,6 @@ mod tests {
         assert_eq!(s.shape("a"), Some(Shape::default()));
         s.learn("missing", told);
         assert_eq!(s.shape("missing"), None);
-        s.mark_reprepared("a");
-        assert!(!s.take_reprepared("b"), "another statement's check");
-        assert!(!s.take_reprepared("a"), "the mark was taken");
-        s.mark_reprepared("a");
-        assert!(s.take_reprepared("a"));
         let shared = Statement::from_parse_rest(b"select 1\0\0\0", SessionHints::default());
         assert!(shared.shape().is_unknown());
         shared.learn(Shape { params: 0, rows: 9 });
